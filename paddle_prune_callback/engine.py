@@ -1,0 +1,366 @@
+"""The pruning engine: squared-gradient accumulation, masks that hold, pruning, measured sparsity.
+
+It works on any ``paddle.nn.Layer`` with any optimizer; :class:`~paddle_prune_callback.PruningCallback`
+drives it from ``paddle.Model.fit``, and a hand-written training loop drives it directly::
+
+    pruner = Pruner(net, criterion="fisher")
+    pruner.attach(optimizer)                 # gradient hooks: accumulate g², mask gradients
+    for epoch in range(epochs):
+        for x, y in loader:
+            loss = loss_fn(net(x), y)
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            pruner.step()                    # re-apply the masks after the update
+        pruner.prune(sparsity=schedule(epoch)[1])
+    pruner.detach()
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+import paddle
+
+from ._validation import check_choice, check_fraction, check_threshold
+from .criteria import CRITERIA
+from .parameters import ParameterSpec, check_parameter_spec, resolve_parameters
+from .selection import select_lowest
+
+SCOPES = ("global", "layer")
+_HISTOGRAM_SAMPLE = 1 << 16
+
+
+def require_dynamic_mode() -> None:
+    if not paddle.in_dynamic_mode():
+        raise RuntimeError("paddle_prune_callback works in dynamic graph mode only, but static graph mode is "
+                           "on (paddle.enable_static() was called); call paddle.disable_static() first.")
+
+
+class Pruner:
+    """Unstructured pruning of a network's parameters, driven by a training loop.
+
+    Args:
+        network (paddle.nn.Layer): the model to prune.
+        criterion (str, optional): ``"magnitude"`` (|w|), ``"gradient"`` (mean g²) or ``"fisher"``
+            (½·mean(g²)·w²). Default: ``"fisher"``.
+        scope (str, optional): ``"global"`` ranks the scores of all pruned parameters together;
+            ``"layer"`` prunes every parameter to the same sparsity. Default: ``"global"``.
+        parameters (list[str]|callable, optional): names or fnmatch patterns of the parameters to prune,
+            or a callable ``(name, param) -> bool``. Default: None, every trainable parameter with
+            ``ndim >= 2`` outside normalization layers.
+
+    Raises:
+        RuntimeError: in static graph mode.
+        ValueError, TypeError: for a bad argument, a pattern that matches nothing, a network with no
+            prunable parameter, or a non-floating parameter. Nothing is changed before these checks.
+    """
+
+    def __init__(self, network: paddle.nn.Layer, criterion: str = "fisher", scope: str = "global",
+                 parameters: ParameterSpec = None):
+        self.criterion = CRITERIA[check_choice("criterion", criterion, tuple(CRITERIA))]
+        self.scope = check_choice("scope", scope, SCOPES)
+        require_dynamic_mode()
+        self.network = network
+        self.parameters: Dict[str, paddle.Tensor] = resolve_parameters(network, check_parameter_spec(parameters))
+        self.keep: Dict[str, np.ndarray] = {}        # host copy of each mask (flat, bool): the source of truth
+        self._masks: Dict[str, paddle.Tensor] = {}   # device masks in the parameter's dtype, for the hot path
+        self._sq_grads: Dict[str, paddle.Tensor] = {}
+        self._pending: Dict[str, paddle.Tensor] = {}
+        self.num_batches = 0
+        self.skipped_batches = 0
+        self.last_scores: Optional[np.ndarray] = None
+        self._handles: Dict[str, object] = {}
+        self._attached = False
+        self._optimizer = None
+        self._scaler_source = None
+
+    # ------------------------------------------------------------------ training-loop hooks
+    def attach(self, optimizer: Optional[paddle.optimizer.Optimizer] = None, scaler=None) -> "Pruner":
+        """Register the gradient hooks; call once before training.
+
+        Args:
+            optimizer (paddle.optimizer.Optimizer, optional): its moment accumulators of newly pruned
+                weights are zeroed at each prune, and its fp32 master weights (AMP O2) are masked.
+            scaler (paddle.amp.GradScaler|callable, optional): the loss scaler, or a callable returning it
+                (``paddle.Model`` creates its scaler at the first batch). Under an enabled scaler, gradients
+                are divided by the loss scale before squaring, and batches with non-finite gradients are
+                left out of the scores.
+        """
+        self.detach()
+        self._optimizer = optimizer
+        self._scaler_source = scaler
+        self._attached = True
+        for name, p in self.parameters.items():
+            if self.criterion.needs_gradients and name not in self._sq_grads:
+                self._sq_grads[name] = paddle.zeros(p.shape, dtype="float32")
+            self._ensure_hook(name)
+        return self
+
+    def _scaler(self):
+        scaler = self._scaler_source() if callable(self._scaler_source) else self._scaler_source
+        return scaler if scaler is not None and scaler.is_enable() else None
+
+    def detach(self) -> None:
+        """Remove the gradient hooks. Masks and accumulated scores are kept."""
+        for handle in self._handles.values():
+            handle.remove()
+        self._handles = {}
+        self._pending = {}
+        self._attached = False
+
+    def _ensure_hook(self, name: str) -> None:
+        # Magnitude pruning needs no gradients: its hooks only mask, so they wait for the first mask.
+        needed = self.criterion.needs_gradients or name in self._masks
+        if self._attached and needed and name not in self._handles:
+            self._handles[name] = self.parameters[name].register_hook(self._make_hook(name))
+
+    def _make_hook(self, name: str):
+        sq_grad = self._sq_grads.get(name)
+        masks = self._masks
+
+        def hook(grad: paddle.Tensor):
+            with paddle.no_grad():
+                if sq_grad is not None:
+                    scaler = self._scaler()
+                    if scaler is None:
+                        sq_grad.add_(paddle.square(grad.astype("float32")))
+                    else:  # AMP: unscale; the batch is committed in step() only if every gradient is finite
+                        pending = self._pending.get(name)
+                        if pending is None:
+                            pending = self._pending[name] = paddle.zeros(grad.shape, dtype="float32")
+                        pending.add_(paddle.square(grad.astype("float32") / scaler._scale))
+                mask = masks.get(name)
+                return grad * mask if mask is not None else grad
+
+        return hook
+
+    def step(self) -> None:
+        """Call after every optimizer update: re-applies the masks so pruned weights stay exactly zero,
+        and counts the batch in the mean of g²."""
+        with paddle.no_grad():
+            master = getattr(self._optimizer, "_master_weights", None) or {}
+            for name, mask in self._masks.items():
+                p = self.parameters[name]
+                p.multiply_(mask)
+                if p.name in master:
+                    master[p.name].multiply_(mask.astype(master[p.name].dtype))
+            if self._pending:
+                total = paddle.add_n([x.sum() for x in self._pending.values()])
+                finite = bool(paddle.isfinite(total))
+                for name, pending in self._pending.items():
+                    if finite:
+                        self._sq_grads[name].add_(pending)
+                    pending.zero_()
+                if not finite:
+                    self.skipped_batches += 1
+                    return
+        self.num_batches += 1
+
+    # ------------------------------------------------------------------ pruning
+    def mean_sq_grads(self) -> Dict[str, np.ndarray]:
+        """The mean of g² per parameter since the last prune; under data parallel, the mean over ranks of
+        each rank's mean (one fused all-reduce)."""
+        if not self.criterion.needs_gradients:
+            return {}
+        if not self._sq_grads:
+            raise RuntimeError(f"criterion {self.criterion.name!r} needs gradients, but no hooks are attached; "
+                               f"call pruner.attach(optimizer) before training.")
+        world = paddle.distributed.get_world_size()
+        if self.num_batches == 0:
+            raise RuntimeError(f"criterion {self.criterion.name!r} needs gradients, but no batch was recorded "
+                               f"since the last prune; call pruner.step() after each optimizer update.")
+        names = list(self._sq_grads)
+        with paddle.no_grad():
+            flat = paddle.concat([self._sq_grads[n].flatten() for n in names]) / self.num_batches
+            if world > 1:
+                paddle.distributed.all_reduce(flat)
+                flat = flat / world
+        flat = flat.numpy()
+        out, start = {}, 0
+        for n in names:
+            size = int(np.prod(self.parameters[n].shape))
+            out[n] = flat[start:start + size]
+            start += size
+        return out
+
+    def prune(self, sparsity: Optional[float] = None, *, threshold: Optional[float] = None) -> Dict[str, float]:
+        """Prune to a cumulative ``sparsity``, or every weight whose score is below ``threshold``.
+
+        Pruned weights are never revived, and every parameter keeps at least its highest-scoring weight.
+        Returns the measured sparsity (see :meth:`sparsity`). The squared-gradient accumulators restart.
+        """
+        if (sparsity is None) == (threshold is None):
+            raise ValueError("pass exactly one of `sparsity` and `threshold` to prune().")
+        if sparsity is not None:
+            sparsity = check_fraction("sparsity", sparsity)
+        else:
+            threshold = check_threshold(threshold)
+        sq_grads = self.mean_sq_grads()
+        weights = {n: p.numpy().astype(np.float32, copy=False).ravel() for n, p in self.parameters.items()}
+        for n in self.parameters:
+            for what, arr in (("weights", weights[n]), ("mean squared gradients", sq_grads.get(n))):
+                if arr is not None and not np.isfinite(arr).all():
+                    raise FloatingPointError(f"parameter {n!r} has non-finite {what}; training has diverged, "
+                                             f"nothing was pruned.")
+        names = list(self.parameters)
+        fns = [self._score_fn(n, weights[n], sq_grads.get(n)) for n in names]
+        sizes = [weights[n].size for n in names]
+        self.last_scores = self._sample_alive_scores(names, weights, sq_grads)
+
+        if threshold is not None:
+            new_keep = [fn() >= threshold for fn in fns]
+        elif self.scope == "global":
+            total = sum(sizes)
+            pruned = sum(self._num_pruned(n) for n in names)
+            k = max(min(round(sparsity * total), total - len(names)), pruned)
+            new_keep = select_lowest(fns, sizes, k)
+        else:
+            new_keep = []
+            for n, fn, size in zip(names, fns, sizes):
+                k = max(min(round(sparsity * size), size - 1), self._num_pruned(n))
+                new_keep.extend(select_lowest([fn], [size], k))
+        self._apply(dict(zip(names, new_keep)))
+        for acc in self._sq_grads.values():
+            acc.zero_()
+        self.num_batches = 0
+        self.skipped_batches = 0
+        return self.sparsity()
+
+    def _num_pruned(self, name: str) -> int:
+        keep = self.keep.get(name)
+        return 0 if keep is None else int(keep.size - np.count_nonzero(keep))
+
+    def _score_fn(self, name, w, g2):
+        score, keep = self.criterion.score, self.keep.get(name)
+
+        def fn() -> np.ndarray:
+            s = score(w, g2)
+            if keep is not None:
+                s[~keep] = -1.0            # already pruned: lowest, so never revived
+            s[np.argmax(s)] = np.inf       # the best weight of every parameter is always kept
+            return s
+
+        return fn
+
+    def _sample_alive_scores(self, names, weights, sq_grads) -> np.ndarray:
+        """A sample of the scores of the weights alive before this prune, for histograms."""
+        rng = np.random.default_rng(0)
+        total = sum(weights[n].size for n in names)
+        parts = []
+        for n in names:
+            w = weights[n]
+            idx = rng.integers(0, w.size, size=max(1, round(_HISTOGRAM_SAMPLE * w.size / total)))
+            s = self.criterion.score(w[idx], None if n not in sq_grads else sq_grads[n][idx])
+            keep = self.keep.get(n)
+            parts.append(s if keep is None else s[keep[idx]])
+        return np.concatenate(parts)
+
+    def _apply(self, new_keep: Dict[str, np.ndarray]) -> None:
+        with paddle.no_grad():
+            for name, keep in new_keep.items():
+                old = self.keep.get(name)
+                if old is not None:
+                    keep &= old
+                if keep.all():
+                    continue
+                p = self.parameters[name]
+                self.keep[name] = keep
+                mask = paddle.to_tensor(keep.reshape(p.shape), dtype=p.dtype, place=p.place)
+                self._masks[name] = mask
+                p.multiply_(mask)
+                self._zero_optimizer_state(p, mask)
+                self._ensure_hook(name)
+
+    def _zero_optimizer_state(self, p: paddle.Tensor, mask: paddle.Tensor) -> None:
+        opt = self._optimizer
+        if opt is None:
+            return
+        states = [per_param[p.name] for per_param in getattr(opt, "_accumulators", {}).values()
+                  if p.name in per_param]
+        master = (getattr(opt, "_master_weights", None) or {}).get(p.name)
+        for t in states + ([master] if master is not None else []):
+            if list(t.shape) == list(p.shape):
+                t.multiply_(mask.astype(t.dtype))
+
+    # ------------------------------------------------------------------ reporting
+    def sparsity(self) -> Dict[str, float]:
+        """Fraction of exact zeros in each pruned parameter, counted from the weights, and ``"global"``
+        over all of them together."""
+        out, zeros, total = {}, 0, 0
+        for name, p in self.parameters.items():
+            w = p.numpy()
+            z = int(w.size - np.count_nonzero(w))
+            out[name] = z / w.size
+            zeros, total = zeros + z, total + w.size
+        out["global"] = zeros / total
+        return out
+
+    def surviving_weights(self, size: int = _HISTOGRAM_SAMPLE) -> np.ndarray:
+        """A random sample (about ``size`` values) of the non-zero weights, for histograms."""
+        rng = np.random.default_rng(0)
+        total = sum(int(np.prod(p.shape)) for p in self.parameters.values())
+        parts = []
+        for p in self.parameters.values():
+            w = p.numpy().ravel()
+            sample = w[rng.integers(0, w.size, size=max(1, round(size * w.size / total)))]
+            parts.append(sample[sample != 0].astype(np.float32))
+        return np.concatenate(parts)
+
+    def table(self) -> list[tuple[str, tuple, int, int, float]]:
+        """One row per pruned parameter: (name, shape, weights, zeros, sparsity), from the weights."""
+        rows = []
+        for name, p in self.parameters.items():
+            w = p.numpy()
+            z = int(w.size - np.count_nonzero(w))
+            rows.append((name, tuple(p.shape), int(w.size), z, z / w.size))
+        return rows
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """Masks, squared-gradient accumulators and the batch count, as numpy arrays (no pickling needed)."""
+        state = {"num_batches": np.asarray(self.num_batches, dtype=np.int64)}
+        for name, keep in self.keep.items():
+            state[f"keep/{name}"] = keep
+        for name, acc in self._sq_grads.items():
+            state[f"sq_grad/{name}"] = acc.numpy()
+        return state
+
+    def set_state_dict(self, state: Dict[str, np.ndarray]) -> None:
+        """Restore :meth:`state_dict`, after checking it fits this network; applies the masks at once.
+
+        Everything is checked before anything changes: a mismatch raises ``ValueError`` and leaves the
+        network and the engine as they were.
+        """
+        keeps, sq_grads = {}, {}
+        for key, value in state.items():
+            kind, _, name = key.partition("/")
+            if kind not in ("keep", "sq_grad"):
+                continue
+            if name not in self.parameters:
+                raise ValueError(f"saved state has {kind} for parameter {name!r}, which this network does not "
+                                 f"prune (it prunes {list(self.parameters)}).")
+            size = int(np.prod(self.parameters[name].shape))
+            expected = (size,) if kind == "keep" else tuple(self.parameters[name].shape)
+            if tuple(value.shape) != expected:
+                raise ValueError(f"saved {kind} for parameter {name!r} has shape {tuple(value.shape)}, but the "
+                                 f"parameter needs {expected}.")
+            (keeps if kind == "keep" else sq_grads)[name] = value
+        if sq_grads and not self.criterion.needs_gradients:
+            raise ValueError(f"saved state has squared gradients but criterion is {self.criterion.name!r}.")
+        if self.criterion.needs_gradients and sq_grads and set(sq_grads) != set(self.parameters):
+            missing = sorted(set(self.parameters) - set(sq_grads))
+            raise ValueError(f"saved state lacks squared gradients for parameters {missing}.")
+        for name, keep in keeps.items():
+            if keep.dtype != np.bool_:
+                raise ValueError(f"saved mask of parameter {name!r} has dtype {keep.dtype}, expected bool.")
+        self.keep = {}
+        self._masks.clear()
+        self._apply({n: np.array(k, dtype=bool, copy=True) for n, k in keeps.items()})
+        with paddle.no_grad():
+            for name, value in sq_grads.items():
+                if name not in self._sq_grads:
+                    self._sq_grads[name] = paddle.zeros(self.parameters[name].shape, dtype="float32")
+                paddle.assign(paddle.to_tensor(value, dtype="float32"), output=self._sq_grads[name])
+        self.num_batches = int(state.get("num_batches", 0))
+
