@@ -1,0 +1,39 @@
+"""The examples run as a user runs them, and report what they claim."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(script, *args, cwd):
+    env = dict(os.environ, GLOG_minloglevel="2")
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / script), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_quickstart(tmp_path):
+    out = run("quickstart.py", cwd=tmp_path)
+    accuracy, sparsity = map(float, re.search(r"eval accuracy ([\d.]+), global sparsity ([\d.]+)", out).groups())
+    assert sparsity == 0.9 and accuracy > 0.8
+    assert list((tmp_path / "runs" / "quickstart" / "pruning").glob("vdlrecords.*.log"))
+
+
+def test_custom_loop(tmp_path):
+    out = run("custom_loop.py", cwd=tmp_path)
+    last = re.findall(r"sparsity ([\d.]+) \(target ([\d.]+)\)", out)[-1]
+    assert last == ("0.800", "0.800")
+
+
+def test_digits_cnn_short_run(tmp_path):
+    out = run("digits_cnn.py", "--epochs", "3", "--log-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    rows = dict((m[0], (float(m[1]), float(m[2]))) for m in re.findall(r"^(\w+)\s+([\d.]+)\s+([\d.]+)", out, re.M))
+    assert set(rows) == {"dense", "magnitude", "gradient", "fisher"}
+    assert rows["dense"][1] == 0.0 and all(rows[c][1] == 0.9 for c in ("magnitude", "gradient", "fisher"))
+    assert {p.name for p in (tmp_path / "runs").iterdir()} == {"dense", "magnitude", "gradient", "fisher"}
