@@ -1,12 +1,15 @@
 """``PruningCallback``: gradual pruning inside ``paddle.Model.fit``, thin glue over :class:`Pruner`."""
 from __future__ import annotations
 
+import math
 import os
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 import paddle
 
 from ._validation import check_choice, check_epochs, check_fraction, check_threshold, check_verbose
+from .checkpoint import MODEL_PREFIX, STATE_FILE, latest_checkpoint, load_state, save_checkpoint
 from .criteria import CRITERIA
 from .engine import SCOPES, Pruner, require_dynamic_mode
 from .parameters import ParameterSpec, check_parameter_spec
@@ -42,6 +45,10 @@ class PruningCallback(paddle.callbacks.Callback):
             ``<log_dir>/pruning``. Default: None, no VisualDL output.
         verbose (int, optional): 0 silent, 1 a line per pruning epoch and a summary table at train end.
             Default: 1.
+        state_dir (str, optional): at every epoch end, save the model, its optimizer and the pruning state
+            (masks, squared-gradient accumulators, schedule position, configuration) to
+            ``<state_dir>/epoch_<n>``, atomically; resume with :meth:`resume`. Default: None.
+        keep_checkpoints (int, optional): how many ``epoch_<n>`` directories to keep. Default: 2.
 
     Examples:
         .. code-block:: python
@@ -59,7 +66,8 @@ class PruningCallback(paddle.callbacks.Callback):
     def __init__(self, target_sparsity: Optional[float] = None, prune_epochs: Optional[Sequence[int]] = None,
                  criterion: str = "fisher", schedule: ScheduleSpec = "polynomial", scope: str = "global",
                  parameters: ParameterSpec = None, threshold: Optional[float] = None,
-                 log_dir: Optional[str] = None, verbose: int = 1):
+                 log_dir: Optional[str] = None, verbose: int = 1, state_dir: Optional[str] = None,
+                 keep_checkpoints: int = 2):
         super().__init__()
         if target_sparsity is None and threshold is None:
             raise ValueError("pass `target_sparsity` (e.g. 0.9) or `threshold` (prune scores below it).")
@@ -77,6 +85,12 @@ class PruningCallback(paddle.callbacks.Callback):
         if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
             raise TypeError(f"`log_dir` must be a path or None, got {log_dir!r}.")
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
+        if state_dir is not None and not isinstance(state_dir, (str, os.PathLike)):
+            raise TypeError(f"`state_dir` must be a path or None, got {state_dir!r}.")
+        self.state_dir = None if state_dir is None else os.fspath(state_dir)
+        if isinstance(keep_checkpoints, bool) or not isinstance(keep_checkpoints, int) or keep_checkpoints < 1:
+            raise ValueError(f"`keep_checkpoints` must be an integer >= 1, got {keep_checkpoints!r}.")
+        self.keep_checkpoints = keep_checkpoints
         self.verbose = check_verbose(verbose)
         self._schedule = self._make_schedule() if self.prune_epochs is not None else None
         self.pruner: Optional[Pruner] = None
@@ -101,6 +115,9 @@ class PruningCallback(paddle.callbacks.Callback):
                              f"ends at epoch {last_epoch} ({self.epochs_completed} epochs done before it + "
                              f"epochs={fit_epochs}); pass epochs >= {beyond[-1] - self.epochs_completed + 1} to "
                              f"fit, or prune earlier.")
+        if self.pruner is not None and self.pruner.network is not self.model.network:
+            raise ValueError("this PruningCallback already prunes another network; create a new callback for "
+                             "each model.")
         pruner = self.pruner or Pruner(self.model.network, self.criterion, self.scope, self.parameters)
         self.prune_epochs = prune_epochs
         self._schedule = self._make_schedule()
@@ -135,15 +152,22 @@ class PruningCallback(paddle.callbacks.Callback):
             print(f"PruningCallback: epoch {epoch}: sparsity {sparsity['global']:.2%} ({goal}, "
                   f"{self.criterion}, {self.scope})", flush=True)
         self.epochs_completed += 1
+        if self.state_dir is not None and is_main_process():
+            save_checkpoint(self.state_dir, epoch, self.model, self.state_dict(), self.keep_checkpoints)
+
+    def on_eval_end(self, logs=None) -> None:
+        if self._logger is not None and logs:
+            names = self.params.get("metrics") or ()
+            self._logger.log_eval(self.epochs_completed - 1, {k: logs[k] for k in names if k in logs})
 
     def on_train_end(self, logs=None) -> None:
         self.pruner.detach()
-        table = format_table(self.pruner.table(), self.pruner.sparsity()["global"])
         final = self.pruner.sparsity()["global"]
+        table = format_table(self.pruner.table(), final)
         if self.verbose and is_main_process():
             print(f"PruningCallback: final global sparsity {final:.2%}\n{table}", flush=True)
         if self._logger is not None:
-            self._logger.log_summary(self.epochs_completed - 1, table, self._hparams(), final)
+            self._logger.log_summary(self.epochs_completed - 1, table, self._hparams())
             self._logger.close()
 
     # ------------------------------------------------------------------ results
@@ -152,6 +176,104 @@ class PruningCallback(paddle.callbacks.Callback):
         if self.pruner is None:
             raise RuntimeError("the callback has not been used in a fit yet; nothing to measure.")
         return self.pruner.sparsity()
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """The engine's state plus the schedule position and configuration, as plain numpy arrays."""
+        if self.pruner is None:
+            raise RuntimeError("the callback has not been used in a fit yet; there is no state to save.")
+        nan = float("nan")
+        if self.parameters is None or callable(self.parameters):
+            parameters = np.asarray([], dtype=str)
+            kind = "callable" if callable(self.parameters) else "default"
+        else:
+            parameters, kind = np.asarray(self.parameters, dtype=str), "list"
+        config = {
+            "target_sparsity": np.asarray(nan if self.target_sparsity is None else self.target_sparsity),
+            "threshold": np.asarray(nan if self.threshold is None else self.threshold),
+            "prune_epochs": np.asarray(self.prune_epochs, dtype=np.int64),
+            "schedule": np.asarray(self.schedule if isinstance(self.schedule, str) else "<callable>"),
+            "scope": np.asarray(self.scope),
+            "parameters": parameters,
+            "parameters_kind": np.asarray(kind),
+            "epochs_completed": np.asarray(self.epochs_completed, dtype=np.int64),
+            "history_pruned": np.asarray([h["pruned"] for h in self.history], dtype=bool),
+            "history_target": np.asarray([nan if h["target_sparsity"] is None else h["target_sparsity"]
+                                          for h in self.history], dtype=np.float64),
+            "history_sparsity": np.asarray([h["sparsity"] for h in self.history], dtype=np.float64),
+        }
+        state = {f"callback/{k}": v for k, v in config.items()}
+        state.update(self.pruner.state_dict())
+        return state
+
+    @classmethod
+    def resume(cls, state_dir: str, model: paddle.Model, **overrides) -> "PruningCallback":
+        """Continue a run saved with ``state_dir``: load its newest complete checkpoint into ``model`` and
+        return a callback that carries on with the same masks, scores and schedule.
+
+        Call it on a model built and ``prepare``-d as before, then ``fit`` for the remaining epochs::
+
+            cb = PruningCallback.resume("ckpt/pruning", model)
+            model.fit(train_data, epochs=total_epochs - cb.epochs_completed, callbacks=[cb])
+
+        Args:
+            state_dir (str): the ``state_dir`` of the interrupted run.
+            model (paddle.Model): the model to restore weights and optimizer state into.
+            **overrides: ``log_dir``, ``verbose``, ``state_dir``, ``keep_checkpoints``; and ``schedule`` /
+                ``parameters`` when the saved run used callables (those cannot be saved).
+
+        Raises:
+            FileNotFoundError: no complete checkpoint under ``state_dir``.
+            ValueError: the state file is truncated or does not fit ``model`` (other parameter names or
+                shapes, other criterion); the model is left untouched.
+        """
+        allowed = {"log_dir", "verbose", "state_dir", "keep_checkpoints", "schedule", "parameters"}
+        unknown = sorted(set(overrides) - allowed)
+        if unknown:
+            raise TypeError(f"resume() cannot override {unknown}: they are part of the saved run; it accepts "
+                            f"{sorted(allowed)}.")
+        path = latest_checkpoint(state_dir)
+        if path is None:
+            raise FileNotFoundError(f"no complete checkpoint (epoch_<n>/{STATE_FILE} with the model) under "
+                                    f"{state_dir!r}.")
+        state_file = os.path.join(path, STATE_FILE)
+        state = load_state(state_file)
+        try:
+            cb = cls._from_state(state, overrides, state_dir)
+            cb.pruner = Pruner(model.network, cb.criterion, cb.scope, cb.parameters)
+            cb.pruner.check_state_dict(state)
+        except (KeyError, TypeError, ValueError) as err:
+            detail = f"missing entry {err}" if isinstance(err, KeyError) else str(err)
+            raise ValueError(f"cannot resume from {state_file!r}: {detail}") from None
+        model.load(os.path.join(path, MODEL_PREFIX))
+        cb.pruner.set_state_dict(state)
+        return cb
+
+    @classmethod
+    def _from_state(cls, state: Dict[str, np.ndarray], overrides: Dict[str, object], state_dir: str):
+        get = lambda key: state[f"callback/{key}"]
+        optional = lambda key: None if math.isnan(float(get(key))) else float(get(key))
+        kind = str(get("parameters_kind"))
+        schedule = str(get("schedule"))
+        if schedule == "<callable>" and not callable(overrides.get("schedule")):
+            raise ValueError("the saved run used a callable `schedule`; pass the same callable: "
+                             "resume(..., schedule=fn).")
+        if kind == "callable" and not callable(overrides.get("parameters")):
+            raise ValueError("the saved run used a callable `parameters`; pass the same callable: "
+                             "resume(..., parameters=fn).")
+        config = dict(target_sparsity=optional("target_sparsity"), threshold=optional("threshold"),
+                      prune_epochs=[int(e) for e in get("prune_epochs")], criterion=str(state["criterion"]),
+                      schedule=schedule, scope=str(get("scope")),
+                      parameters=[str(p) for p in get("parameters")] if kind == "list" else None,
+                      state_dir=state_dir)
+        config.update(overrides)
+        cb = cls(**config)
+        cb.epochs_completed = int(get("epochs_completed"))
+        cb.history = [{"epoch": e, "pruned": bool(p), "target_sparsity": None if math.isnan(t) else float(t),
+                       "sparsity": float(s)}
+                      for e, (p, t, s) in enumerate(zip(get("history_pruned"), get("history_target"),
+                                                        get("history_sparsity")))]
+        return cb
 
     def _hparams(self) -> Dict[str, object]:
         schedule = self.schedule if isinstance(self.schedule, str) else "callable"

@@ -159,23 +159,36 @@ class Pruner:
 
     # ------------------------------------------------------------------ pruning
     def mean_sq_grads(self) -> Dict[str, np.ndarray]:
-        """The mean of g² per parameter since the last prune; under data parallel, the mean over ranks of
-        each rank's mean (one fused all-reduce)."""
+        """The mean of g² per parameter since the last prune.
+
+        Under data parallel (world size > 1) the hooks see each rank's LOCAL gradient, before the
+        all-reduce: the result is the mean over ranks of each rank's mean g² of its local batch
+        gradients, identical on every rank. With equal batch counts per rank (``DistributedBatchSampler``)
+        that is the mean of g² over all ranks' batches, each gradient taken over one rank's batch. It
+        is one all-reduce of all accumulators in one buffer, so every rank must call it (``prune`` does);
+        a single process makes no collective.
+        """
         if not self.criterion.needs_gradients:
             return {}
         if not self._sq_grads:
             raise RuntimeError(f"criterion {self.criterion.name!r} needs gradients, but no hooks are attached; "
                                f"call pruner.attach(optimizer) before training.")
         world = paddle.distributed.get_world_size()
-        if self.num_batches == 0:
-            raise RuntimeError(f"criterion {self.criterion.name!r} needs gradients, but no batch was recorded "
-                               f"since the last prune; call pruner.step() after each optimizer update.")
         names = list(self._sq_grads)
         with paddle.no_grad():
-            flat = paddle.concat([self._sq_grads[n].flatten() for n in names]) / self.num_batches
+            flat = paddle.concat([self._sq_grads[n].flatten() for n in names]) / max(self.num_batches, 1)
+            empty_ranks = int(self.num_batches == 0)
             if world > 1:
+                # The count of ranks without a batch rides in the same all-reduce, so that all ranks raise
+                # together instead of leaving the others waiting in the collective.
+                flat = paddle.concat([flat, paddle.to_tensor([float(empty_ranks)], dtype="float32", place=flat.place)])
                 paddle.distributed.all_reduce(flat)
-                flat = flat / world
+                empty_ranks = int(round(float(flat[-1])))
+                flat = flat[:-1] / world
+        if empty_ranks:
+            where = "" if world == 1 else f" on {empty_ranks} of {world} ranks"
+            raise RuntimeError(f"criterion {self.criterion.name!r} needs gradients, but no batch was recorded "
+                               f"since the last prune{where}; call pruner.step() after each optimizer update.")
         flat = flat.numpy()
         out, start = {}, 0
         for n in names:
@@ -318,42 +331,63 @@ class Pruner:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> Dict[str, np.ndarray]:
-        """Masks, squared-gradient accumulators and the batch count, as numpy arrays (no pickling needed)."""
-        state = {"num_batches": np.asarray(self.num_batches, dtype=np.int64)}
+        """Masks, squared-gradient accumulators, the batch count, the criterion and the pruned parameters'
+        shapes, as plain numpy arrays (saved with ``np.savez``, loaded without pickle)."""
+        state = {"num_batches": np.asarray(self.num_batches, dtype=np.int64),
+                 "criterion": np.asarray(self.criterion.name)}
+        for name, p in self.parameters.items():
+            state[f"shape/{name}"] = np.asarray(p.shape, dtype=np.int64)
         for name, keep in self.keep.items():
             state[f"keep/{name}"] = keep
         for name, acc in self._sq_grads.items():
             state[f"sq_grad/{name}"] = acc.numpy()
         return state
 
-    def set_state_dict(self, state: Dict[str, np.ndarray]) -> None:
-        """Restore :meth:`state_dict`, after checking it fits this network; applies the masks at once.
-
-        Everything is checked before anything changes: a mismatch raises ``ValueError`` and leaves the
-        network and the engine as they were.
-        """
-        keeps, sq_grads = {}, {}
+    def check_state_dict(self, state: Dict[str, np.ndarray]) -> None:
+        """Raise ``ValueError`` naming the mismatch if ``state`` does not fit this engine; changes nothing."""
+        saved = str(state["criterion"]) if "criterion" in state else None
+        if saved != self.criterion.name:
+            raise ValueError(f"saved state is for criterion {saved!r}, but this pruner uses "
+                             f"{self.criterion.name!r}; pass criterion={saved!r}.")
+        shapes = {k.partition("/")[2]: tuple(int(d) for d in v) for k, v in state.items() if k.startswith("shape/")}
+        ours = {n: tuple(p.shape) for n, p in self.parameters.items()}
+        if set(shapes) != set(ours):
+            raise ValueError(f"saved state prunes parameters {sorted(shapes)}, but this network's pruned "
+                             f"parameters are {sorted(ours)}; it was saved from another model or another "
+                             f"`parameters` selection.")
+        wrong = {n: (shapes[n], ours[n]) for n in ours if shapes[n] != ours[n]}
+        if wrong:
+            raise ValueError("saved state has other shapes (saved, here): " +
+                             ", ".join(f"{n}: {a} vs {b}" for n, (a, b) in wrong.items()))
         for key, value in state.items():
             kind, _, name = key.partition("/")
             if kind not in ("keep", "sq_grad"):
                 continue
-            if name not in self.parameters:
+            if name not in ours:
                 raise ValueError(f"saved state has {kind} for parameter {name!r}, which this network does not "
-                                 f"prune (it prunes {list(self.parameters)}).")
-            size = int(np.prod(self.parameters[name].shape))
-            expected = (size,) if kind == "keep" else tuple(self.parameters[name].shape)
+                                 f"prune (it prunes {list(ours)}).")
+            expected = (int(np.prod(ours[name])),) if kind == "keep" else ours[name]
             if tuple(value.shape) != expected:
                 raise ValueError(f"saved {kind} for parameter {name!r} has shape {tuple(value.shape)}, but the "
                                  f"parameter needs {expected}.")
-            (keeps if kind == "keep" else sq_grads)[name] = value
-        if sq_grads and not self.criterion.needs_gradients:
-            raise ValueError(f"saved state has squared gradients but criterion is {self.criterion.name!r}.")
-        if self.criterion.needs_gradients and sq_grads and set(sq_grads) != set(self.parameters):
-            missing = sorted(set(self.parameters) - set(sq_grads))
-            raise ValueError(f"saved state lacks squared gradients for parameters {missing}.")
-        for name, keep in keeps.items():
-            if keep.dtype != np.bool_:
-                raise ValueError(f"saved mask of parameter {name!r} has dtype {keep.dtype}, expected bool.")
+            if kind == "keep" and value.dtype != np.bool_:
+                raise ValueError(f"saved mask of parameter {name!r} has dtype {value.dtype}, expected bool.")
+            if kind == "sq_grad" and not np.isfinite(value).all():
+                raise ValueError(f"saved squared gradients of parameter {name!r} are not finite.")
+        if self.criterion.needs_gradients:
+            missing = sorted(n for n in ours if f"sq_grad/{n}" not in state)
+            if missing:
+                raise ValueError(f"saved state lacks squared gradients for parameters {missing}.")
+
+    def set_state_dict(self, state: Dict[str, np.ndarray]) -> None:
+        """Restore :meth:`state_dict`, after checking it fits this network; applies the masks at once.
+
+        Everything is checked first (:meth:`check_state_dict`): a mismatch raises ``ValueError`` and
+        leaves the network and the engine as they were.
+        """
+        self.check_state_dict(state)
+        keeps = {k.partition("/")[2]: v for k, v in state.items() if k.startswith("keep/")}
+        sq_grads = {k.partition("/")[2]: v for k, v in state.items() if k.startswith("sq_grad/")}
         self.keep = {}
         self._masks.clear()
         self._apply({n: np.array(k, dtype=bool, copy=True) for n, k in keeps.items()})

@@ -1,0 +1,83 @@
+"""Crash-safe checkpoints of a pruning run: model, optimizer and pruning state, one directory per epoch.
+
+Layout under ``state_dir``::
+
+    epoch_3/model.pdparams      # paddle.Model.save: weights
+    epoch_3/model.pdopt         #                    optimizer state (moments, LR scheduler)
+    epoch_3/pruning_state.npz   # masks, squared-gradient accumulators, schedule position, configuration
+
+Each epoch's directory is written under a temporary name and renamed when complete, so a crash during a
+save leaves the previous checkpoint intact. The pruning state is plain arrays, read with
+``allow_pickle=False``: loading it cannot execute code.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from typing import Dict, Optional
+
+import numpy as np
+
+STATE_FILE = "pruning_state.npz"
+MODEL_PREFIX = "model"
+FORMAT_VERSION = 1
+_EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
+
+
+def save_checkpoint(state_dir: str, epoch: int, model, state: Dict[str, np.ndarray], keep: int) -> str:
+    """Write ``model`` (weights and optimizer) and ``state`` to ``<state_dir>/epoch_<epoch>`` atomically,
+    then delete all but the newest ``keep`` epoch directories. Returns the directory written."""
+    os.makedirs(state_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".epoch_{epoch}.", dir=state_dir)
+    try:
+        model.save(os.path.join(tmp, MODEL_PREFIX))
+        with open(os.path.join(tmp, STATE_FILE), "wb") as f:
+            np.savez(f, format_version=np.asarray(FORMAT_VERSION), **state)
+            f.flush()
+            os.fsync(f.fileno())
+        final = os.path.join(state_dir, f"epoch_{epoch}")
+        if os.path.isdir(final):      # a run resumed from an earlier epoch writes this epoch again
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in sorted(_epoch_dirs(state_dir))[:-keep]:
+        shutil.rmtree(os.path.join(state_dir, f"epoch_{old}"), ignore_errors=True)
+    return final
+
+
+def _epoch_dirs(state_dir: str) -> list[int]:
+    return [int(m.group(1)) for m in map(_EPOCH_DIR.match, os.listdir(state_dir)) if m]
+
+
+def latest_checkpoint(state_dir: str) -> Optional[str]:
+    """The newest complete ``epoch_<n>`` directory under ``state_dir``, or None."""
+    if not os.path.isdir(state_dir):
+        return None
+    for epoch in sorted(_epoch_dirs(state_dir), reverse=True):
+        path = os.path.join(state_dir, f"epoch_{epoch}")
+        if os.path.isfile(os.path.join(path, STATE_FILE)) and os.path.isfile(
+                os.path.join(path, MODEL_PREFIX + ".pdparams")):
+            return path
+    return None
+
+
+def load_state(path: str) -> Dict[str, np.ndarray]:
+    """Read a pruning state file without pickle; a missing, truncated or foreign file raises ValueError
+    (FileNotFoundError when missing) naming the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"pruning state file {path!r} does not exist.")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            state = {key: data[key] for key in data.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        raise ValueError(f"pruning state file {path!r} cannot be read ({err}); it is truncated or not a "
+                         f"pruning state. Resume from an earlier epoch_<n> directory.") from None
+    version = int(state.pop("format_version", -1))
+    if version != FORMAT_VERSION:
+        raise ValueError(f"pruning state file {path!r} has format version {version}, expected {FORMAT_VERSION}.")
+    return state
