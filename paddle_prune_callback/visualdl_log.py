@@ -1,8 +1,11 @@
 """Sparsity to VisualDL: scalars, score histograms, a summary table and hparams, written by rank 0."""
 from __future__ import annotations
 
+import contextlib
+import io
+import numbers
 import os
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import paddle
@@ -32,26 +35,45 @@ class SparsityLogger:
     """Writes pruning data to ``<log_dir>/pruning`` with VisualDL; a no-op on ranks other than 0.
 
     Tags (all in the ``pruning`` group): ``pruning/sparsity`` (measured, global),
-    ``pruning/target_sparsity``, ``pruning/sparsity/<parameter>``, histograms ``pruning/log10_score`` and
-    ``pruning/surviving_weights`` at each prune event, text ``pruning/summary`` and hparams at train end.
+    ``pruning/target_sparsity``, ``pruning/sparsity/<parameter>``, ``pruning/eval_<metric>`` (the metrics
+    of ``fit``'s evaluation, e.g. ``pruning/eval_acc``), histograms ``pruning/log10_score`` and
+    ``pruning/surviving_weights`` at each prune event, text ``pruning/summary`` and hparams at train end,
+    with ``pruning/sparsity`` and the ``pruning/eval_*`` tags as the hparams view's metrics.
     Steps are 0-based epochs, as in ``paddle.callbacks.VisualDL``'s ``eval/*`` tags.
+
+    The VisualDL reader shows only the newest log file of a directory, so a run keeps to one file: every
+    ``fit`` of a callback appends to it, and a logger whose first epoch is not 0 (a resumed run) appends
+    to the newest file already there.
     """
 
     def __init__(self, log_dir: str):
         self.log_dir = os.path.join(log_dir, RUN_NAME)
         self._writer = None
+        self._file_name = ""
+        self._eval_tags: List[str] = []
 
     @property
     def writer(self):
         if self._writer is None:
             from visualdl import LogWriter
 
-            self._writer = LogWriter(logdir=self.log_dir)
+            # Reopening an existing file prints a notice on stdout; the reuse is intended.
+            with contextlib.redirect_stdout(io.StringIO()):
+                self._writer = LogWriter(logdir=self.log_dir, file_name=self._file_name)
+            self._file_name = os.path.basename(self._writer.file_name)
         return self._writer
+
+    def _newest_log_file(self) -> str:
+        """The file the VisualDL reader shows for this run (the greatest ``vdlrecords`` name), or ""."""
+        if not os.path.isdir(self.log_dir):
+            return ""
+        return max((f for f in os.listdir(self.log_dir) if "vdlrecords" in f), default="")
 
     def log_epoch(self, epoch: int, sparsity: Dict[str, float], target: Optional[float]) -> None:
         if not is_main_process():
             return
+        if self._writer is None and not self._file_name and epoch > 0:
+            self._file_name = self._newest_log_file()
         self.writer.add_scalar("pruning/sparsity", sparsity["global"], epoch)
         if target is not None:
             self.writer.add_scalar("pruning/target_sparsity", target, epoch)
@@ -59,6 +81,22 @@ class SparsityLogger:
             if name != "global":
                 self.writer.add_scalar(f"pruning/sparsity/{name}", value, epoch)
         self.writer.flush()
+
+    def log_eval(self, epoch: int, metrics: Mapping[str, object]) -> None:
+        """Log ``fit``'s evaluation metrics (numbers, or lists whose first item is the value, as in
+        ``paddle.callbacks.VisualDL``) as ``pruning/eval_<name>``. Only while a ``fit`` is logging: an
+        evaluation outside ``fit`` has no epoch to belong to."""
+        if not is_main_process() or self._writer is None:
+            return
+        for name, value in metrics.items():
+            if isinstance(value, (list, tuple)) and value:
+                value = value[0]
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                tag = f"pruning/eval_{name}"
+                self._writer.add_scalar(tag, float(value), epoch)
+                if tag not in self._eval_tags:
+                    self._eval_tags.append(tag)
+        self._writer.flush()
 
     def log_prune(self, epoch: int, scores: np.ndarray, surviving_weights: np.ndarray) -> None:
         if not is_main_process():
@@ -69,13 +107,14 @@ class SparsityLogger:
         if surviving_weights.size:
             self.writer.add_histogram("pruning/surviving_weights", surviving_weights, epoch, buckets=30)
 
-    def log_summary(self, epoch: int, table: str, hparams: Dict[str, object], final_sparsity: float) -> None:
+    def log_summary(self, epoch: int, table: str, hparams: Dict[str, object]) -> None:
+        """The summary table as text and the hparams, whose metrics are the last values of
+        ``pruning/sparsity`` and of the ``pruning/eval_*`` tags (VisualDL reads metrics from scalar tags of
+        the same run)."""
         if not is_main_process():
             return
-        # VisualDL renders text as markdown: indent the table so it shows as a code block.
-        self.writer.add_text("pruning/summary", "\n".join("    " + line for line in table.splitlines()), epoch)
-        self.writer.add_scalar("pruning/final_sparsity", final_sparsity, epoch)
-        self.writer.add_hparams(hparams, ["pruning/final_sparsity", "pruning/sparsity"])
+        self.writer.add_text("pruning/summary", table, epoch)
+        self.writer.add_hparams(hparams, ["pruning/sparsity", *self._eval_tags])
         self.writer.flush()
 
     def close(self) -> None:
