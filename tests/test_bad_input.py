@@ -68,16 +68,7 @@ ARGUMENTS = [
 ]
 
 
-@pytest.mark.parametrize("kwargs, error, match", ARGUMENTS, ids=[str(i) for i in range(len(ARGUMENTS))])
-def test_bad_arguments(trained, kwargs, error, match):
-    before = snapshot(trained)
-    args = dict(target_sparsity=0.5, prune_epochs=[0, 1], verbose=0)
-    args.update(kwargs)
-    with pytest.raises(error, match=match):
-        trained.fit(classification_data(), epochs=2, batch_size=32, verbose=0, callbacks=[PruningCallback(**args)])
-    assert_unchanged(trained, before)
-
-
+# Found in on_train_begin, when the model is known, still before any weight changes.
 MODEL_PROBLEMS = [
     (dict(parameters=["conv*.weight"]), ValueError, r"pattern 'conv\*.weight' matches no trainable parameter; "
                                                     r"the trainable parameters are \['fc1.weight'"),
@@ -86,8 +77,9 @@ MODEL_PROBLEMS = [
 ]
 
 
-@pytest.mark.parametrize("kwargs, error, match", MODEL_PROBLEMS, ids=["pattern", "callable", "epochs"])
-def test_problems_found_at_train_begin(trained, kwargs, error, match):
+@pytest.mark.parametrize("kwargs, error, match", ARGUMENTS + MODEL_PROBLEMS,
+                         ids=[str(i) for i in range(len(ARGUMENTS) + len(MODEL_PROBLEMS))])
+def test_bad_configuration(trained, kwargs, error, match):
     before = snapshot(trained)
     args = dict(target_sparsity=0.5, prune_epochs=[0, 1], verbose=0)
     args.update(kwargs)
