@@ -228,3 +228,23 @@ def test_a_resumed_run_continues_the_newest_log_file(tmp_path):
     steps, values = scalars(visualdl.LogReader(file_path=only_log_file(run)), "pruning/sparsity")
     assert steps == [0, 1, 2]
     np.testing.assert_array_equal(values, np.float32([0.0, 0.25, 0.5]))
+
+
+def test_a_run_resumed_from_its_checkpoint_keeps_one_log_file(tmp_path):
+    log_dir, state_dir = str(tmp_path / "logs"), str(tmp_path / "ckpt")
+    # Fresh parameter and optimizer-state names for each part, as in the new process that resumes a run.
+    with paddle.utils.unique_name.guard():
+        model, train_data, _ = tiny_model()
+        first = PruningCallback(target_sparsity=0.5, prune_epochs=[0, 1], criterion="magnitude", log_dir=log_dir,
+                                state_dir=state_dir, verbose=0)
+        model.fit(train_data, epochs=2, batch_size=64, verbose=0, callbacks=[first])
+    time.sleep(1.1)  # a new log file would get a new name now
+    with paddle.utils.unique_name.guard():
+        model, train_data, _ = tiny_model()
+        resumed = PruningCallback.resume(state_dir, model, log_dir=log_dir, verbose=0)
+        model.fit(train_data, epochs=2, batch_size=64, verbose=0, callbacks=[resumed])
+    run = os.path.join(log_dir, RUN_NAME)
+    steps, values = scalars(visualdl.LogReader(file_path=only_log_file(run)), "pruning/sparsity")
+    assert steps == [0, 1, 2, 3] == [h["epoch"] for h in resumed.history]
+    np.testing.assert_array_equal(values, np.float32([h["sparsity"] for h in resumed.history]))
+    assert values[-1] == np.float32(resumed.sparsity()["global"]) and values[-1] > values[0] > 0
