@@ -152,8 +152,10 @@ class PruningCallback(paddle.callbacks.Callback):
             print(f"PruningCallback: epoch {epoch}: sparsity {sparsity['global']:.2%} ({goal}, "
                   f"{self.criterion}, {self.scope})", flush=True)
         self.epochs_completed += 1
-        if self.state_dir is not None and is_main_process():
-            save_checkpoint(self.state_dir, epoch, self.model, self.state_dict(), self.keep_checkpoints)
+        if self.state_dir is not None:
+            state = self.state_dict()   # on every rank: under data parallel it combines the g² sums
+            if is_main_process():
+                save_checkpoint(self.state_dir, epoch, self.model, state, self.keep_checkpoints)
 
     def on_eval_end(self, logs=None) -> None:
         if self._logger is not None and logs:
@@ -179,7 +181,9 @@ class PruningCallback(paddle.callbacks.Callback):
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> Dict[str, np.ndarray]:
-        """The engine's state plus the schedule position and configuration, as plain numpy arrays."""
+        """The engine's state plus the schedule position and configuration, as plain numpy arrays.
+
+        Under data parallel every rank must call it (it all-reduces the squared-gradient sums)."""
         if self.pruner is None:
             raise RuntimeError("the callback has not been used in a fit yet; there is no state to save.")
         nan = float("nan")
@@ -203,11 +207,14 @@ class PruningCallback(paddle.callbacks.Callback):
             "history_sparsity": np.asarray([h["sparsity"] for h in self.history], dtype=np.float64),
         }
         state = {f"callback/{k}": v for k, v in config.items()}
+        # Optimizer state is keyed by generated parameter names, which differ when the network is rebuilt
+        # in the same process: keep them, so that resume() can map the saved optimizer state onto new ones.
+        state.update({f"param_name/{n}": np.asarray(p.name) for n, p in self.pruner.network.named_parameters()})
         state.update(self.pruner.state_dict())
         return state
 
     @classmethod
-    def resume(cls, state_dir: str, model: paddle.Model, **overrides) -> "PruningCallback":
+    def resume(cls, from_dir: str, model: paddle.Model, **overrides) -> "PruningCallback":
         """Continue a run saved with ``state_dir``: load its newest complete checkpoint into ``model`` and
         return a callback that carries on with the same masks, scores and schedule.
 
@@ -217,7 +224,8 @@ class PruningCallback(paddle.callbacks.Callback):
             model.fit(train_data, epochs=total_epochs - cb.epochs_completed, callbacks=[cb])
 
         Args:
-            state_dir (str): the ``state_dir`` of the interrupted run.
+            from_dir (str): the ``state_dir`` of the interrupted run; the resumed run keeps saving there
+                unless ``state_dir`` is overridden.
             model (paddle.Model): the model to restore weights and optimizer state into.
             **overrides: ``log_dir``, ``verbose``, ``state_dir``, ``keep_checkpoints``; and ``schedule`` /
                 ``parameters`` when the saved run used callables (those cannot be saved).
@@ -232,20 +240,23 @@ class PruningCallback(paddle.callbacks.Callback):
         if unknown:
             raise TypeError(f"resume() cannot override {unknown}: they are part of the saved run; it accepts "
                             f"{sorted(allowed)}.")
-        path = latest_checkpoint(state_dir)
+        path = latest_checkpoint(from_dir)
         if path is None:
             raise FileNotFoundError(f"no complete checkpoint (epoch_<n>/{STATE_FILE} with the model) under "
-                                    f"{state_dir!r}.")
+                                    f"{from_dir!r}.")
         state_file = os.path.join(path, STATE_FILE)
         state = load_state(state_file)
         try:
-            cb = cls._from_state(state, overrides, state_dir)
+            cb = cls._from_state(state, overrides, from_dir)
             cb.pruner = Pruner(model.network, cb.criterion, cb.scope, cb.parameters)
             cb.pruner.check_state_dict(state)
         except (KeyError, TypeError, ValueError) as err:
             detail = f"missing entry {err}" if isinstance(err, KeyError) else str(err)
             raise ValueError(f"cannot resume from {state_file!r}: {detail}") from None
-        model.load(os.path.join(path, MODEL_PREFIX))
+        prefix = os.path.join(path, MODEL_PREFIX)
+        model.load(prefix, reset_optimizer=True)
+        if model._optimizer is not None and os.path.isfile(prefix + ".pdopt"):
+            model._optimizer.set_state_dict(_rename_optimizer_state(paddle.load(prefix + ".pdopt"), state, model))
         cb.pruner.set_state_dict(state)
         return cb
 
@@ -284,3 +295,28 @@ class PruningCallback(paddle.callbacks.Callback):
         else:
             hp["threshold"] = self.threshold
         return hp
+
+
+def _rename_optimizer_state(opt_state: Dict[str, object], state: Dict[str, np.ndarray], model) -> Dict[str, object]:
+    """Map optimizer state saved under the generated parameter names of the saving process (``linear_0.w_0``)
+    onto this network's names (``linear_8.w_0`` after a rebuild in the same process)."""
+    current = {n: p.name for n, p in model.network.named_parameters()}
+    renames = {str(v): current[k.partition("/")[2]] for k, v in state.items()
+               if k.startswith("param_name/") and k.partition("/")[2] in current}
+    renames = {old: new for old, new in renames.items() if old != new}
+    if not renames:
+        return opt_state
+    by_length = sorted(renames, key=len, reverse=True)   # linear_10.w_0 before linear_1.w_0
+
+    def rename(key: str) -> str:
+        for old in by_length:
+            if key == old or key.startswith(old + "_"):
+                return renames[old] + key[len(old):]
+        return key
+
+    out = {}
+    for key, value in opt_state.items():
+        if key == "master_weights" and isinstance(value, dict):
+            value = {rename(k): v for k, v in value.items()}
+        out[rename(key)] = value
+    return out

@@ -339,9 +339,28 @@ class Pruner:
             state[f"shape/{name}"] = np.asarray(p.shape, dtype=np.int64)
         for name, keep in self.keep.items():
             state[f"keep/{name}"] = keep
-        for name, acc in self._sq_grads.items():
-            state[f"sq_grad/{name}"] = acc.numpy()
+        state.update({f"sq_grad/{name}": acc for name, acc in self._sq_grad_sums().items()})
         return state
+
+    def _sq_grad_sums(self) -> Dict[str, np.ndarray]:
+        """The g² sums to save. Under data parallel, every rank's sums are replaced by the mean over ranks
+        of each rank's mean, times the batch count: a run resumed from them on every rank computes the
+        same combined score as the uninterrupted run. One all-reduce, so every rank must call it."""
+        names = list(self._sq_grads)
+        world = paddle.distributed.get_world_size()
+        if world == 1 or not names:
+            return {n: self._sq_grads[n].numpy() for n in names}
+        with paddle.no_grad():
+            flat = paddle.concat([self._sq_grads[n].flatten() for n in names]) / max(self.num_batches, 1)
+            paddle.distributed.all_reduce(flat)
+            flat = (flat * (self.num_batches / world)).numpy()
+        out, start = {}, 0
+        for n in names:
+            shape = self.parameters[n].shape
+            size = int(np.prod(shape))
+            out[n] = flat[start:start + size].reshape(shape)
+            start += size
+        return out
 
     def check_state_dict(self, state: Dict[str, np.ndarray]) -> None:
         """Raise ``ValueError`` naming the mismatch if ``state`` does not fit this engine; changes nothing."""

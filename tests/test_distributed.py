@@ -180,8 +180,15 @@ def _interrupt_and_resume(out: Path) -> dict:
         restored = _keep_arrays(resumed.pruner, "restored")
         model.fit(data, epochs=epochs - first.epochs_completed, batch_size=8, shuffle=False, callbacks=[resumed],
                   verbose=0)
+    with paddle.utils.unique_name.guard():     # the same run without the interruption, for reference
+        paddle.seed(rank)
+        whole_net = MLP()
+        whole = PruningCallback(TARGET, RESUME_PRUNE_EPOCHS, criterion="fisher", verbose=0)
+        _model(whole_net).fit(data, epochs=epochs, batch_size=8, shuffle=False, callbacks=[whole], verbose=0)
     np.savez(out / f"rank{rank}.npz", **_keep_arrays(first.pruner, "saved"), **restored, **_keep_arrays(resumed.pruner),
-             **{f"weight/{n}": p.numpy() for n, p in net.named_parameters()})
+             **_keep_arrays(whole.pruner, "uninterrupted"),
+             **{f"weight/{n}": p.numpy() for n, p in net.named_parameters()},
+             **{f"uninterrupted_weight/{n}": p.numpy() for n, p in whole_net.named_parameters()})
     callback_module.save_checkpoint = save_checkpoint
     return {"saves": saves, "stopped_after": first.epochs_completed, "history": resumed.history,
             "sparsity": resumed.sparsity()["global"]}
@@ -377,8 +384,12 @@ def test_resume_under_data_parallel(dp_run):
             assert np.array_equal(rank[f"restored/{name}"], r0[f"saved/{name}"])
             assert not np.any(rank[f"keep/{name}"] & ~rank[f"restored/{name}"])
         assert np.array_equal(r0[f"keep/{name}"], r1[f"keep/{name}"])
+        # the checkpoint fell between two prune events; its g² sums were combined over the ranks, so the
+        # resumed run prunes exactly as the uninterrupted one
+        assert np.array_equal(r0[f"keep/{name}"], r0[f"uninterrupted/{name}"])
     for key in (k for k in r0 if k.startswith("weight/")):
         assert np.array_equal(r0[key], r1[key])
+        np.testing.assert_allclose(r0[key], r0[f"uninterrupted_{key}"], rtol=1e-5, atol=1e-6)
 
 
 def test_fleet_custom_loop_prunes_identically_with_one_collective_per_prune(dp_run):

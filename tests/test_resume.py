@@ -147,3 +147,23 @@ def test_resume_cannot_override_the_saved_configuration(tmp_path):
     _trained(tmp_path)
     _expect_untouched(TypeError, r"cannot override \['criterion'\]",
                       lambda m: PruningCallback.resume(str(tmp_path), m, criterion="magnitude"))
+
+
+def test_resume_in_the_same_process_maps_optimizer_state_to_new_parameter_names(tmp_path):
+    net = MLP()
+    model = paddle.Model(net)
+    model.prepare(paddle.optimizer.Momentum(0.05, parameters=net.parameters()), paddle.nn.CrossEntropyLoss())
+    original = PruningCallback(0.5, [0], state_dir=str(tmp_path / "a"), verbose=0)
+    model.fit(classification_data(), epochs=2, batch_size=32, verbose=0, callbacks=[original])
+
+    new_net = MLP()                                      # same process: new generated parameter names
+    rebuilt = paddle.Model(new_net)
+    rebuilt.prepare(paddle.optimizer.Momentum(0.05, parameters=new_net.parameters()), paddle.nn.CrossEntropyLoss())
+    assert new_net.fc1.weight.name != net.fc1.weight.name
+    resumed = PruningCallback.resume(str(tmp_path / "a"), rebuilt, verbose=0, state_dir=str(tmp_path / "b"))
+    for cb, m in ((resumed, rebuilt), (original, model)):   # one more epoch each, same data order
+        m.fit(classification_data(), epochs=1, batch_size=32, verbose=0, shuffle=False, callbacks=[cb])
+    # equal weights after the extra epoch: the restored momentum velocity was used, not zeros
+    for (n, p), (_, q) in zip(net.named_parameters(), new_net.named_parameters()):
+        np.testing.assert_array_equal(q.numpy(), p.numpy())
+    assert resumed.sparsity() == original.sparsity() and resumed.sparsity()["global"] == 0.5
