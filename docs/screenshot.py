@@ -45,17 +45,19 @@ def visualdl_command() -> str:
     return found
 
 
-def wait_until_up(url: str, server: subprocess.Popen, timeout_s: float = 60) -> None:
+def wait_until_up(url: str, server: subprocess.Popen, log_path: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            sys.exit(f"visualdl exited with code {server.returncode}")
+            break
         try:
             with urllib.request.urlopen(url, timeout=10):
                 return
         except (urllib.error.URLError, ConnectionError):
             time.sleep(0.2)
-    sys.exit(f"visualdl did not answer {url} within {timeout_s:.0f} s")
+    with open(log_path, encoding="utf-8", errors="replace") as log:
+        sys.exit(f"visualdl did not answer {url} within {timeout_s:.0f} s (exit code {server.poll()}):\n"
+                 f"{log.read()}")
 
 
 def stop(server: subprocess.Popen) -> None:
@@ -81,17 +83,17 @@ def main() -> None:
                         str(args.epochs), "--log-dir", os.path.join("runs", "digits")], cwd=work, env=env,
                        check=True)
         port = free_port()
-        with open(os.path.join(work, "visualdl.out"), "wb") as log:
+        server_log = os.path.join(work, "visualdl.out")
+        with open(server_log, "wb") as log:
             server = subprocess.Popen([visualdl_command(), "--logdir", os.path.join("runs", "digits"), "--host",
                                        "127.0.0.1", "--port", str(port), "--disable-telemetry", "-L", "en"],
                                       cwd=work, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_until_up(f"http://127.0.0.1:{port}/app/api/runs", server)
+            wait_until_up(f"http://127.0.0.1:{port}/app/api/runs", server, server_log)
             raw = os.path.join(work, "page.png")
-            # smoothing=0: the step curves of sparsity as logged, without a second, smoothed line per run.
             subprocess.run([args.chromium, *CHROMIUM_FLAGS, f"--user-data-dir={os.path.join(work, 'chromium')}",
                             f"--window-size={args.window}", f"--screenshot={raw}",
-                            f"http://127.0.0.1:{port}/app/scalar?smoothing=0"],
+                            f"http://127.0.0.1:{port}/app/scalar"],
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
         finally:
             stop(server)
