@@ -12,7 +12,9 @@ drives it from ``paddle.Model.fit``, and a hand-written training loop drives it 
             optimizer.step()
             optimizer.clear_grad()
             pruner.step()                    # re-apply the masks after the update
-        pruner.prune(sparsity=schedule(epoch)[1])
+        should_prune, sparsity = schedule(epoch)    # a PruningSchedule
+        if should_prune:
+            pruner.prune(sparsity=sparsity)
     pruner.detach()
 """
 from __future__ import annotations
