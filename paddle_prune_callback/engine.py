@@ -19,7 +19,7 @@ drives it from ``paddle.Model.fit``, and a hand-written training loop drives it 
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import paddle
@@ -31,6 +31,22 @@ from .selection import select_lowest
 
 SCOPES = ("global", "layer")
 _HISTOGRAM_SAMPLE = 1 << 16
+
+
+def _host_view(t: paddle.Tensor) -> np.ndarray:
+    """The tensor's values as a flat, read-only numpy array: a zero-copy view of CPU memory, a copy from
+    any other device (or for a dtype numpy cannot view)."""
+    if t.place.is_cpu_place() and t.dtype in (paddle.float16, paddle.float32, paddle.float64):
+        a = np.from_dlpack(t.detach()).reshape(-1)
+    else:
+        a = t.numpy().reshape(-1)
+    a.flags.writeable = False
+    return a
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    # min and max propagate NaN, and catch -inf and +inf, without a temporary array.
+    return bool(np.isfinite(a.min()) and np.isfinite(a.max()))
 
 
 def require_dynamic_mode() -> None:
@@ -211,17 +227,19 @@ class Pruner:
             sparsity = check_fraction("sparsity", sparsity)
         else:
             threshold = check_threshold(threshold)
-        sq_grads = self.mean_sq_grads()
-        weights = {n: p.numpy().astype(np.float32, copy=False).ravel() for n, p in self.parameters.items()}
+        # Scores are computed per parameter when the selection asks for them, from views of the weights and
+        # the g² sums, so that no copy of all scores (or all weights, on CPU) is ever held.
+        sq_sums, count = self._sq_grad_views()
+        weights = {n: _host_view(p).astype(np.float32, copy=False) for n, p in self.parameters.items()}
         for n in self.parameters:
-            for what, arr in (("weights", weights[n]), ("mean squared gradients", sq_grads.get(n))):
-                if arr is not None and not np.isfinite(arr).all():
+            for what, arr in (("weights", weights[n]), ("mean squared gradients", sq_sums.get(n))):
+                if arr is not None and not _all_finite(arr):
                     raise FloatingPointError(f"parameter {n!r} has non-finite {what}; training has diverged, "
                                              f"nothing was pruned.")
         names = list(self.parameters)
-        fns = [self._score_fn(n, weights[n], sq_grads.get(n)) for n in names]
+        fns, samplers = zip(*(self._score_fns(n, weights[n], sq_sums.get(n), count) for n in names))
         sizes = [weights[n].size for n in names]
-        self.last_scores = self._sample_alive_scores(names, weights, sq_grads)
+        self.last_scores = self._sample_alive_scores(names, sizes, samplers)
 
         if threshold is not None:
             new_keep = [fn() >= threshold for fn in fns]
@@ -229,12 +247,12 @@ class Pruner:
             total = sum(sizes)
             pruned = sum(self._num_pruned(n) for n in names)
             k = max(min(round(sparsity * total), total - len(names)), pruned)
-            new_keep = select_lowest(fns, sizes, k)
+            new_keep = select_lowest(fns, sizes, k, samplers=samplers)
         else:
             new_keep = []
-            for n, fn, size in zip(names, fns, sizes):
+            for n, fn, sampler, size in zip(names, fns, samplers, sizes):
                 k = max(min(round(sparsity * size), size - 1), self._num_pruned(n))
-                new_keep.extend(select_lowest([fn], [size], k))
+                new_keep.extend(select_lowest([fn], [size], k, samplers=[sampler]))
         self._apply(dict(zip(names, new_keep)))
         for acc in self._sq_grads.values():
             acc.zero_()
@@ -246,27 +264,50 @@ class Pruner:
         keep = self.keep.get(name)
         return 0 if keep is None else int(keep.size - np.count_nonzero(keep))
 
-    def _score_fn(self, name, w, g2):
+    def _sq_grad_views(self) -> tuple[Dict[str, np.ndarray], int]:
+        """Each parameter's g² as host arrays, and the count to divide them by for the mean.
+
+        On one process these are views of the accumulators, divided only when a parameter's scores are
+        computed (the same float32 division as :meth:`mean_sq_grads`); under data parallel they are
+        :meth:`mean_sq_grads` (one fused all-reduce), with a count of 1.
+        """
+        single = paddle.distributed.get_world_size() == 1
+        if single and self.criterion.needs_gradients and self.num_batches > 0 and self._sq_grads:
+            return {n: _host_view(acc) for n, acc in self._sq_grads.items()}, self.num_batches
+        return self.mean_sq_grads(), 1        # {} for magnitude; all-reduces; or raises why there are none
+
+    def _score_fns(self, name, w, g2_sum, count) -> tuple[Callable[[], np.ndarray], Callable]:
+        """The parameter's scores, and its scores at given indices (for samples), computed on demand."""
         score, keep = self.criterion.score, self.keep.get(name)
 
+        def mean_g2(idx=slice(None)):
+            if g2_sum is None:
+                return None
+            return g2_sum[idx] / np.float32(count) if count != 1 else g2_sum[idx]
+
         def fn() -> np.ndarray:
-            s = score(w, g2)
+            s = score(w, mean_g2())
             if keep is not None:
                 s[~keep] = -1.0            # already pruned: lowest, so never revived
             s[np.argmax(s)] = np.inf       # the best weight of every parameter is always kept
             return s
 
-        return fn
+        def sample(idx: np.ndarray) -> np.ndarray:
+            s = score(w[idx], mean_g2(idx))
+            if keep is not None:
+                s[~keep[idx]] = -1.0
+            return s
 
-    def _sample_alive_scores(self, names, weights, sq_grads) -> np.ndarray:
+        return fn, sample
+
+    def _sample_alive_scores(self, names, sizes, samplers) -> np.ndarray:
         """A sample of the scores of the weights alive before this prune, for histograms."""
         rng = np.random.default_rng(0)
-        total = sum(weights[n].size for n in names)
+        total = sum(sizes)
         parts = []
-        for n in names:
-            w = weights[n]
-            idx = rng.integers(0, w.size, size=max(1, round(_HISTOGRAM_SAMPLE * w.size / total)))
-            s = self.criterion.score(w[idx], None if n not in sq_grads else sq_grads[n][idx])
+        for n, size, sample in zip(names, sizes, samplers):
+            idx = rng.integers(0, size, size=max(1, round(_HISTOGRAM_SAMPLE * size / total)))
+            s = sample(idx)
             keep = self.keep.get(n)
             parts.append(s if keep is None else s[keep[idx]])
         return np.concatenate(parts)
@@ -304,7 +345,7 @@ class Pruner:
         over all of them together."""
         out, zeros, total = {}, 0, 0
         for name, p in self.parameters.items():
-            w = p.numpy()
+            w = _host_view(p)
             z = int(w.size - np.count_nonzero(w))
             out[name] = z / w.size
             zeros, total = zeros + z, total + w.size
