@@ -288,7 +288,7 @@ class Pruner:
         def fn() -> np.ndarray:
             s = score(w, mean_g2())
             if keep is not None:
-                s[~keep] = -1.0            # already pruned: lowest, so never revived
+                np.putmask(s, ~keep, -1.0)  # already pruned: lowest, so never revived
             s[np.argmax(s)] = np.inf       # the best weight of every parameter is always kept
             return s
 
