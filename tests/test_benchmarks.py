@@ -1,0 +1,95 @@
+"""The benchmark scripts run at toy size (``--quick``) and write results of the expected shape; the README's
+benchmark tables are the ones ``benchmarks/report.py`` makes from the committed result files.
+
+No timing is asserted: these only keep the scripts working.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import report  # noqa: E402  (benchmarks/report.py, after the path is set)
+
+
+def run(script: str, out: Path) -> dict:
+    env = dict(os.environ, GLOG_minloglevel="2")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("benchmarks")
+    for name in ("overhead", "prune_event", "accuracy"):
+        run(f"{name}.py", out / f"{name}.json")
+    return out
+
+
+def load(results: Path, name: str) -> dict:
+    return json.loads((results / f"{name}.json").read_text())
+
+
+def test_overhead(results):
+    data = load(results, "overhead")
+    assert data["quick"] and data["machine"]["paddle"]
+    assert set(data["cases"]) == {"digits_cnn", "resnet18_cifar", "resnet18_imagenet_stem"}
+    for case in data["cases"].values():
+        assert case["repeats"] == len(case["dense_seconds"]) == 1
+        assert set(case["criteria"]) == {"magnitude", "fisher"}
+        for r in case["criteria"].values():
+            assert len(r["ratios"]) == 1 and r["median_ratio"] == r["ratios"][0] > 0
+            assert r["prune_events_share"] > 0 and r["mask_reapply_share"] > 0 and r["gradient_hooks_share"] >= 0
+            assert r["final_sparsity"] == pytest.approx(0.9, abs=1e-3)
+        assert case["criteria"]["fisher"]["gradient_hooks_share"] > 0      # fisher's hooks run from the start
+
+
+def test_prune_event(results):
+    data = load(results, "prune_event")
+    assert [(c["size"], c["criterion"]) for c in data["cases"]] == [("300K", "magnitude"), ("300K", "fisher")]
+    for c in data["cases"]:
+        assert c["weights"] > 4 * 65536 and c["num_parameters"] == 64     # large enough to sample the cut
+        assert c["selection_exact"]
+        assert c["measured_sparsity"] == pytest.approx(0.9, abs=1e-4)
+        assert c["later_measured_sparsity"] == pytest.approx(0.95, abs=1e-4)
+        assert c["prune_seconds"] > 0 and c["full_sort_seconds"] > 0 and c["step_float_masks_ms"] > 0
+        m = c["memory"]
+        assert all(math.isfinite(v) for v in m.values())
+        assert m["peak_during_prune"] >= m["persistent_after_prune"] > 1.0   # float masks are 1.0x alone
+    fisher = data["cases"][1]["memory"]
+    assert fisher["state_before_prune"] > 0.9                                 # the float32 accumulators
+
+
+def test_accuracy(results):
+    data = load(results, "accuracy")
+    assert data["sparsities"] == [0.9, 0.98] and data["seeds"] == [0] and data["test_images"] == 360
+    assert len(data["runs"]) == 1 + 2 * 3
+    for r in data["runs"]:
+        assert 0 <= r["accuracy"] <= 1
+        assert r["sparsity"] == pytest.approx(r["target_sparsity"], abs=1e-3)
+    assert set(data["verdicts"]) == {"0.9", "0.98"}
+    assert (results / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_tables_from_the_quick_results(results):
+    text = report.report(results)
+    assert "### Training overhead" in text and "| `digits_cnn` | fisher |" in text
+    assert "| 300K (295,936 in 64) | magnitude |" in text
+    assert "At 98%:" in text
+
+
+def test_readme_shows_the_tables_of_the_committed_results():
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index(report.BEGIN) + len(report.BEGIN)
+    assert readme[start:readme.index(report.END)].strip() == report.report().strip(), (
+        "the README's benchmark tables differ from docs/*.json: run python benchmarks/report.py --readme README.md")
