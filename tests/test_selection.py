@@ -28,6 +28,14 @@ def test_ties_are_broken_by_position():
     np.testing.assert_array_equal(keep[1], [False, False, True, True, True])
 
 
+def full_sort_keep(arrays, k):
+    """The reference: a stable argsort over everything (ties by position, as select_lowest breaks them)."""
+    flat = np.concatenate(arrays)
+    keep = np.ones(flat.size, bool)
+    keep[np.argsort(flat, kind="stable")[:k]] = False
+    return keep
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_sampled_bracket_matches_full_sort(seed):
     rng = np.random.default_rng(seed)
@@ -35,11 +43,32 @@ def test_sampled_bracket_matches_full_sort(seed):
     arrays[1][:5000] = 0.25                       # a block of ties near the cut
     k = 123_457
     keep = select_lowest(*fns(arrays), k, sample_size=4096)
-    flat = np.concatenate(arrays)
-    order = np.argsort(flat, kind="stable")       # stable: ties by position, as select_lowest breaks them
-    expected = np.ones(flat.size, bool)
-    expected[order[:k]] = False
-    np.testing.assert_array_equal(np.concatenate(keep), expected)
+    np.testing.assert_array_equal(np.concatenate(keep), full_sort_keep(arrays, k))
+
+
+@pytest.mark.parametrize("k", [50_000, 150_000, 200_000, 260_000, 299_999])
+def test_large_tie_blocks_at_the_ends_of_the_bracket(k):
+    # Already-pruned weights (-1), a huge block of exact zeros (g² of inputs that are always zero), then
+    # distinct values and a second block of ties: the cut falls inside or next to each block.
+    rng = np.random.default_rng(0)
+    a = np.concatenate([np.full(60_000, -1.0), np.zeros(120_000), rng.random(60_000) + 1.0, np.full(60_000, 3.0)])
+    arrays = [part.astype(np.float32) for part in np.split(rng.permutation(a), [70_000, 200_000])]
+    keep = select_lowest(*fns(arrays), k, sample_size=2048)
+    np.testing.assert_array_equal(np.concatenate(keep), full_sort_keep(arrays, k))
+
+
+def test_samplers_only_guide_the_bracket():
+    # Samplers that return something else than the scores (here, scaled) can only cost time, never exactness.
+    rng = np.random.default_rng(1)
+    arrays = [rng.random(200_000).astype(np.float32), rng.random(150_000).astype(np.float32)]
+    samplers = [lambda idx, a=a: a[idx] * 1.5 for a in arrays]
+    keep = select_lowest(*fns(arrays), 100_000, sample_size=1024, samplers=samplers)
+    np.testing.assert_array_equal(np.concatenate(keep), full_sort_keep(arrays, 100_000))
+
+
+def test_nan_scores_are_refused():
+    with pytest.raises(ValueError, match="scores must not be NaN"):
+        select_lowest(*fns([np.full(10, np.nan, np.float32)]), 5)
 
 
 @pytest.mark.parametrize("bracket", [(0.5, 0.6), (-1.0, 0.01), (2.0, 3.0)])
