@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+import warnings
 
 import numpy as np
 import paddle
@@ -80,6 +81,8 @@ def train(criterion: str | None, sparsity: float, epochs: int = 20, seed: int = 
 
 
 def main() -> None:
+    # Raised inside paddle.hapi for every batch of a TensorDataset; harmless, and not this package's.
+    warnings.filterwarnings("ignore", message="To copy construct from a tensor")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--sparsity", type=float, default=0.9)
