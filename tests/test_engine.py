@@ -9,9 +9,10 @@ from paddle_prune_callback import Pruner
 
 
 def set_linspace(net, scale=1.0):
-    """Distinct weights: fc1 in [-1, 1] (128 values), fc2 scaled (64 values); biases 0."""
+    """Distinct linspace values in every parameter: fc1.weight in [-1, 1] (128 values), the others
+    (fc2.weight's 64 values among them) in [-scale, scale]."""
     with paddle.no_grad():
-        for i, (name, p) in enumerate(net.named_parameters()):
+        for i, p in enumerate(net.parameters()):
             n = int(np.prod(p.shape))
             values = np.linspace(-1, 1, n, dtype="float32") * (scale if i else 1.0)
             p.set_value(values.reshape(p.shape))

@@ -87,7 +87,7 @@ def test_resume_restores_masks_weights_and_schedule_position(tmp_path):
     resumed = PruningCallback.resume(str(tmp_path), fresh, verbose=0)
     assert resumed.epochs_completed == 2 and resumed.prune_epochs == (0,) and resumed.criterion == "fisher"
     assert [h["sparsity"] for h in resumed.history] == [h["sparsity"] for h in cb.history]
-    for (n, p), (_, q) in zip(model.network.named_parameters(), fresh.network.named_parameters()):
+    for p, q in zip(model.network.parameters(), fresh.network.parameters()):
         np.testing.assert_array_equal(p.numpy(), q.numpy())
     for n in cb.pruner.keep:
         np.testing.assert_array_equal(resumed.pruner.keep[n], cb.pruner.keep[n])
@@ -164,6 +164,6 @@ def test_resume_in_the_same_process_maps_optimizer_state_to_new_parameter_names(
     for cb, m in ((resumed, rebuilt), (original, model)):   # one more epoch each, same data order
         m.fit(classification_data(), epochs=1, batch_size=32, verbose=0, shuffle=False, callbacks=[cb])
     # equal weights after the extra epoch: the restored momentum velocity was used, not zeros
-    for (n, p), (_, q) in zip(net.named_parameters(), new_net.named_parameters()):
+    for p, q in zip(net.parameters(), new_net.parameters()):
         np.testing.assert_array_equal(q.numpy(), p.numpy())
     assert resumed.sparsity() == original.sparsity() and resumed.sparsity()["global"] == 0.5
