@@ -191,29 +191,38 @@ class Pruner:
         if not self._sq_grads:
             raise RuntimeError(f"criterion {self.criterion.name!r} needs gradients, but no hooks are attached; "
                                f"call pruner.attach(optimizer) before training.")
-        world = paddle.distributed.get_world_size()
+        means, empty_ranks = self._rank_mean_sq_grads()
+        if empty_ranks:
+            world = paddle.distributed.get_world_size()
+            where = "" if world == 1 else f" on {empty_ranks} of {world} ranks"
+            raise RuntimeError(f"criterion {self.criterion.name!r} needs gradients, but no batch was recorded "
+                               f"since the last prune{where}; call pruner.step() after each optimizer update.")
+        return {n: m.reshape(-1) for n, m in means.items()}
+
+    def _rank_mean_sq_grads(self) -> tuple[Dict[str, np.ndarray], int]:
+        """Each parameter's mean g², averaged over ranks, and how many ranks recorded no batch.
+
+        Under data parallel: one all-reduce of all accumulators in one buffer, whose last slot counts the
+        ranks without a batch, so that every rank learns of them together instead of some raising while
+        the others wait in the collective. A single process makes no collective."""
         names = list(self._sq_grads)
+        world = paddle.distributed.get_world_size()
         with paddle.no_grad():
             flat = paddle.concat([self._sq_grads[n].flatten() for n in names]) / max(self.num_batches, 1)
             empty_ranks = int(self.num_batches == 0)
             if world > 1:
-                # The count of ranks without a batch rides in the same all-reduce, so that all ranks raise
-                # together instead of leaving the others waiting in the collective.
                 flat = paddle.concat([flat, paddle.to_tensor([float(empty_ranks)], dtype="float32", place=flat.place)])
                 paddle.distributed.all_reduce(flat)
                 empty_ranks = int(round(float(flat[-1])))
                 flat = flat[:-1] / world
-        if empty_ranks:
-            where = "" if world == 1 else f" on {empty_ranks} of {world} ranks"
-            raise RuntimeError(f"criterion {self.criterion.name!r} needs gradients, but no batch was recorded "
-                               f"since the last prune{where}; call pruner.step() after each optimizer update.")
         flat = flat.numpy()
         out, start = {}, 0
         for n in names:
-            size = int(np.prod(self.parameters[n].shape))
-            out[n] = flat[start:start + size]
+            shape = self.parameters[n].shape
+            size = int(np.prod(shape))
+            out[n] = flat[start:start + size].reshape(shape)
             start += size
-        return out
+        return out, empty_ranks
 
     def prune(self, sparsity: Optional[float] = None, *, threshold: Optional[float] = None) -> Dict[str, float]:
         """Prune to a cumulative ``sparsity``, or every weight whose score is below ``threshold``.
@@ -389,21 +398,10 @@ class Pruner:
         """The g² sums to save. Under data parallel, every rank's sums are replaced by the mean over ranks
         of each rank's mean, times the batch count: a run resumed from them on every rank computes the
         same combined score as the uninterrupted run. One all-reduce, so every rank must call it."""
-        names = list(self._sq_grads)
-        world = paddle.distributed.get_world_size()
-        if world == 1 or not names:
-            return {n: self._sq_grads[n].numpy() for n in names}
-        with paddle.no_grad():
-            flat = paddle.concat([self._sq_grads[n].flatten() for n in names]) / max(self.num_batches, 1)
-            paddle.distributed.all_reduce(flat)
-            flat = (flat * (self.num_batches / world)).numpy()
-        out, start = {}, 0
-        for n in names:
-            shape = self.parameters[n].shape
-            size = int(np.prod(shape))
-            out[n] = flat[start:start + size].reshape(shape)
-            start += size
-        return out
+        if paddle.distributed.get_world_size() == 1 or not self._sq_grads:
+            return {n: acc.numpy() for n, acc in self._sq_grads.items()}
+        means, _ = self._rank_mean_sq_grads()
+        return {n: m * np.float32(self.num_batches) for n, m in means.items()}
 
     def check_state_dict(self, state: Dict[str, np.ndarray]) -> None:
         """Raise ``ValueError`` naming the mismatch if ``state`` does not fit this engine; changes nothing."""
