@@ -87,10 +87,16 @@ def record_batch(net, pruner: Pruner) -> None:
         net.clear_gradients(set_to_zero=True)
 
 
+def host_scores(pruner: Pruner, name: str, w: np.ndarray, g2: dict) -> np.ndarray:
+    """The criterion's scores of weights ``w`` (a host array) as a flat host array."""
+    mean_g2 = None if g2.get(name) is None else paddle.to_tensor(g2[name])
+    return pruner.criterion.score(paddle.to_tensor(w.ravel(), dtype="float32"), mean_g2).numpy()
+
+
 def full_sort(pruner: Pruner, k: int) -> list:
     """The textbook global prune: every score in one array, sorted; the k lowest are pruned."""
     g2 = pruner.mean_sq_grads()
-    scores = [pruner.criterion.score(p.numpy().ravel(), g2.get(n)) for n, p in pruner.parameters.items()]
+    scores = [host_scores(pruner, n, p.numpy(), g2) for n, p in pruner.parameters.items()]
     flat = np.concatenate(scores)
     del scores
     order = np.argsort(flat)
@@ -177,15 +183,15 @@ def time_worker(size: int, criterion: str, repeats: int) -> dict:
         k = num_to_prune(pruner)
         if r == repeats - 1:                    # the scores of the last repeat, to check the selection
             g2 = pruner.mean_sq_grads()
-            scores = np.concatenate([pruner.criterion.score(w.ravel(), g2.get(n))
-                                     for n, w in zip(pruner.parameters, dense)])
+            scores = np.concatenate([host_scores(pruner, n, w, g2) for n, w in zip(pruner.parameters, dense)])
         start = time.perf_counter()             # the sort first: prune() consumes the squared gradients
         baseline_keep = full_sort(pruner, k)
         sort_s.append(time.perf_counter() - start)
         start = time.perf_counter()
         sparsity = pruner.prune(sparsity=SPARSITY)["global"]
         prune_s.append(time.perf_counter() - start)
-        engine_keep = [pruner.keep[n].copy() if n in pruner.keep else np.ones(int(np.prod(p.shape)), bool)
+        keeps = pruner.keep
+        engine_keep = [keeps[n] if n in keeps else np.ones(int(np.prod(p.shape)), bool)
                        for n, p in pruner.parameters.items()]     # a parameter left whole has no mask
         record_batch(net, pruner)
         start = time.perf_counter()
@@ -209,8 +215,9 @@ def time_worker(size: int, criterion: str, repeats: int) -> dict:
 def mask_step_costs(pruner: Pruner, repeats: int = 15) -> tuple[float, float]:
     """Median milliseconds to re-apply all masks once: the engine's float masks (``Pruner.step``), and
     bool masks cast to the parameter's dtype at each step, which would hold 1 byte per weight instead."""
-    params = [pruner.parameters[n] for n in pruner.keep]
-    bool_masks = [paddle.to_tensor(pruner.keep[n].reshape(p.shape)) for n, p in zip(pruner.keep, params)]
+    keeps = pruner.keep
+    params = [pruner.parameters[n] for n in keeps]
+    bool_masks = [paddle.to_tensor(keeps[n].reshape(p.shape)) for n, p in zip(keeps, params)]
 
     def with_bool_masks():
         with paddle.no_grad():

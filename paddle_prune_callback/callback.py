@@ -13,6 +13,7 @@ from .checkpoint import MODEL_PREFIX, STATE_FILE, latest_checkpoint, load_state,
 from .criteria import CRITERIA
 from .engine import SCOPES, Pruner, require_dynamic_mode
 from .parameters import ParameterSpec, check_parameter_spec
+from .patterns import PatternSpec, check_pattern
 from .schedule import PruningSchedule, ScheduleSpec, check_schedule, default_prune_epochs
 from .visualdl_log import SparsityLogger, format_table, is_main_process
 
@@ -41,6 +42,8 @@ class PruningCallback(paddle.callbacks.Callback):
             ``ndim >= 2`` outside normalization layers.
         threshold (float, optional): instead of ``target_sparsity``, prune at each pruning epoch every
             weight whose score is below this value. Default: None.
+        pattern (str|Pattern, optional): which weights compete: ``"unstructured"`` (any weight), or a
+            :class:`~paddle_prune_callback.patterns.Pattern`. Default: ``"unstructured"``.
         log_dir (str, optional): VisualDL log directory; the pruning run is written to
             ``<log_dir>/pruning``. Default: None, no VisualDL output.
         verbose (int, optional): 0 silent, 1 a line per pruning epoch and a summary table at train end.
@@ -67,8 +70,12 @@ class PruningCallback(paddle.callbacks.Callback):
                  criterion: str = "fisher", schedule: ScheduleSpec = "polynomial", scope: str = "global",
                  parameters: ParameterSpec = None, threshold: Optional[float] = None,
                  log_dir: Optional[str] = None, verbose: int = 1, state_dir: Optional[str] = None,
-                 keep_checkpoints: int = 2):
+                 keep_checkpoints: int = 2, pattern: PatternSpec = "unstructured"):
         super().__init__()
+        self.scope = check_choice("scope", scope, SCOPES)
+        self.pattern = check_pattern(pattern, scope=self.scope, threshold=threshold, target_sparsity=target_sparsity)
+        if target_sparsity is None and threshold is None:
+            target_sparsity = self.pattern.default_sparsity()
         if target_sparsity is None and threshold is None:
             raise ValueError("pass `target_sparsity` (e.g. 0.9) or `threshold` (prune scores below it).")
         if target_sparsity is not None and threshold is not None:
@@ -80,7 +87,6 @@ class PruningCallback(paddle.callbacks.Callback):
         self.prune_epochs = None if prune_epochs is None else check_epochs(prune_epochs)
         self.criterion = check_choice("criterion", criterion, tuple(CRITERIA))
         self.schedule = check_schedule(schedule)
-        self.scope = check_choice("scope", scope, SCOPES)
         self.parameters = check_parameter_spec(parameters)
         if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
             raise TypeError(f"`log_dir` must be a path or None, got {log_dir!r}.")
@@ -118,7 +124,8 @@ class PruningCallback(paddle.callbacks.Callback):
         if self.pruner is not None and self.pruner.network is not self.model.network:
             raise ValueError("this PruningCallback already prunes another network; create a new callback for "
                              "each model.")
-        pruner = self.pruner or Pruner(self.model.network, self.criterion, self.scope, self.parameters)
+        pruner = self.pruner or Pruner(self.model.network, self.criterion, self.scope, self.parameters,
+                                       pattern=self.pattern)
         self.prune_epochs = prune_epochs
         self._schedule = self._make_schedule()
         self.pruner = pruner
@@ -165,7 +172,7 @@ class PruningCallback(paddle.callbacks.Callback):
     def on_train_end(self, logs=None) -> None:
         self.pruner.detach()
         final = self.pruner.sparsity()["global"]
-        table = format_table(self.pruner.table(), final)
+        table = "\n".join([format_table(self.pruner.table(), final)] + self.pruner.summary())
         if self.verbose and is_main_process():
             print(f"PruningCallback: final global sparsity {final:.2%}\n{table}", flush=True)
         if self._logger is not None:
@@ -227,15 +234,17 @@ class PruningCallback(paddle.callbacks.Callback):
             from_dir (str): the ``state_dir`` of the interrupted run; the resumed run keeps saving there
                 unless ``state_dir`` is overridden.
             model (paddle.Model): the model to restore weights and optimizer state into.
-            **overrides: ``log_dir``, ``verbose``, ``state_dir``, ``keep_checkpoints``; and ``schedule`` /
-                ``parameters`` when the saved run used callables (those cannot be saved).
+            **overrides: ``log_dir``, ``verbose``, ``state_dir``, ``keep_checkpoints``; ``schedule`` /
+                ``parameters`` when the saved run used callables (those cannot be saved); ``pattern``, a
+                :class:`~paddle_prune_callback.patterns.Pattern` of the saved pattern's name (for one
+                built with arguments).
 
         Raises:
             FileNotFoundError: no complete checkpoint under ``state_dir``.
             ValueError: the state file is truncated or does not fit ``model`` (other parameter names or
                 shapes, other criterion); the model is left untouched.
         """
-        allowed = {"log_dir", "verbose", "state_dir", "keep_checkpoints", "schedule", "parameters"}
+        allowed = {"log_dir", "verbose", "state_dir", "keep_checkpoints", "schedule", "parameters", "pattern"}
         unknown = sorted(set(overrides) - allowed)
         if unknown:
             raise TypeError(f"resume() cannot override {unknown}: they are part of the saved run; it accepts "
@@ -248,7 +257,7 @@ class PruningCallback(paddle.callbacks.Callback):
         state = load_state(state_file)
         try:
             cb = cls._from_state(state, overrides, from_dir)
-            cb.pruner = Pruner(model.network, cb.criterion, cb.scope, cb.parameters)
+            cb.pruner = Pruner(model.network, cb.criterion, cb.scope, cb.parameters, pattern=cb.pattern)
             cb.pruner.check_state_dict(state)
         except (KeyError, TypeError, ValueError) as err:
             detail = f"missing entry {err}" if isinstance(err, KeyError) else str(err)
@@ -276,7 +285,7 @@ class PruningCallback(paddle.callbacks.Callback):
                       prune_epochs=[int(e) for e in get("prune_epochs")], criterion=str(state["criterion"]),
                       schedule=schedule, scope=str(get("scope")),
                       parameters=[str(p) for p in get("parameters")] if kind == "list" else None,
-                      state_dir=state_dir)
+                      pattern=str(state["pattern"]) if "pattern" in state else "unstructured", state_dir=state_dir)
         config.update(overrides)
         cb = cls(**config)
         cb.epochs_completed = int(get("epochs_completed"))
@@ -288,7 +297,7 @@ class PruningCallback(paddle.callbacks.Callback):
 
     def _hparams(self) -> Dict[str, object]:
         schedule = self.schedule if isinstance(self.schedule, str) else "callable"
-        hp = {"criterion": self.criterion, "scope": self.scope, "schedule": schedule,
+        hp = {"criterion": self.criterion, "pattern": self.pattern.name, "scope": self.scope, "schedule": schedule,
               "prune_epochs": ",".join(map(str, self.prune_epochs))}
         if self.target_sparsity is not None:
             hp["target_sparsity"] = self.target_sparsity

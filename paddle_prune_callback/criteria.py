@@ -1,37 +1,35 @@
 """Importance scores: the lower a weight's score, the sooner it is pruned.
 
-Each criterion maps a parameter's weights ``w`` and the mean of its squared gradients ``g2`` (both
-float32 numpy arrays of the parameter's shape) to a new array of non-negative scores.
+Each criterion maps a parameter's weights ``w`` and the mean of its squared gradients ``g2`` (float32
+Paddle tensors of the parameter's shape, on its device; ``g2`` is None for criteria that need no
+gradients) to a NEW float32 tensor of non-negative scores. The inputs are never changed in place.
 """
 from __future__ import annotations
 
 from typing import Callable, NamedTuple, Optional
 
-import numpy as np
+import paddle
 
 
 class Criterion(NamedTuple):
     name: str
     needs_gradients: bool
-    score: Callable[[np.ndarray, Optional[np.ndarray]], np.ndarray]
+    score: Callable[[paddle.Tensor, Optional[paddle.Tensor]], paddle.Tensor]
     formula: str
 
 
-def _magnitude(w: np.ndarray, g2: np.ndarray | None) -> np.ndarray:
-    return np.abs(w)
+def _magnitude(w: paddle.Tensor, g2: Optional[paddle.Tensor]) -> paddle.Tensor:
+    return paddle.abs(w)
 
 
-def _gradient(w: np.ndarray, g2: np.ndarray | None) -> np.ndarray:
-    return np.array(g2, dtype=np.float32, copy=True)
+def _gradient(w: paddle.Tensor, g2: Optional[paddle.Tensor]) -> paddle.Tensor:
+    return g2.clone()
 
 
-def _fisher(w: np.ndarray, g2: np.ndarray | None) -> np.ndarray:
+def _fisher(w: paddle.Tensor, g2: Optional[paddle.Tensor]) -> paddle.Tensor:
     # Optimal Brain Damage with the empirical Fisher as the Hessian diagonal: the estimated increase of
     # the loss when the weight is set to zero.
-    scores = np.multiply(w, w, dtype=np.float32)
-    scores *= g2
-    scores *= 0.5
-    return scores
+    return w * w * g2 * 0.5
 
 
 CRITERIA = {

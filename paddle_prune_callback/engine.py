@@ -16,10 +16,24 @@ drives it from ``paddle.Model.fit``, and a hand-written training loop drives it 
         if should_prune:
             pruner.prune(sparsity=sparsity)
     pruner.detach()
+
+``Pruner`` composes a criterion (``criteria.py``: the scores), a pattern (``patterns.py``: which weights
+compete, and the masks' shape) and a schedule (``schedule.py``, driven by the caller: when and how much).
+Its lifecycle:
+
+1. ``__init__``: validate the arguments, resolve the ``parameters`` selection, let the pattern check its
+   options and ``plan`` the managed parameters (it may leave some dense with a reason, or add coupled
+   ones). Nothing changes before all of this has passed.
+2. ``attach``: gradient hooks on the managed parameters (accumulate g², mask gradients).
+3. ``step`` after every optimizer update: re-apply the masks, commit the batch's g².
+4. ``prune``: check weights and g² are finite, hand the pattern a ``ScoreSource`` (scores on demand, one
+   parameter at a time, on the parameter's device), AND the keep-masks it returns with the old ones, apply
+   them, zero the newly pruned weights' optimizer state, restart g².
+5. ``detach``; ``sparsity``/``table``/``summary`` report; ``state_dict``/``set_state_dict`` save and restore.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Dict, Optional
 
 import numpy as np
 import paddle
@@ -27,26 +41,11 @@ import paddle
 from ._validation import check_choice, check_fraction, check_threshold
 from .criteria import CRITERIA
 from .parameters import ParameterSpec, check_parameter_spec, resolve_parameters
-from .selection import select_lowest
+from .patterns import PatternSpec, check_pattern
+from .scores import ScoreSource
 
 SCOPES = ("global", "layer")
 _HISTOGRAM_SAMPLE = 1 << 16
-
-
-def _host_view(t: paddle.Tensor) -> np.ndarray:
-    """The tensor's values as a flat, read-only numpy array: a zero-copy view of CPU memory, a copy from
-    any other device (or for a dtype numpy cannot view)."""
-    if t.place.is_cpu_place() and t.dtype in (paddle.float16, paddle.float32, paddle.float64):
-        a = np.from_dlpack(t.detach()).reshape(-1)
-    else:
-        a = t.numpy().reshape(-1)
-    a.flags.writeable = False
-    return a
-
-
-def _all_finite(a: np.ndarray) -> bool:
-    # min and max propagate NaN, and catch -inf and +inf, without a temporary array.
-    return bool(np.isfinite(a.min()) and np.isfinite(a.max()))
 
 
 def require_dynamic_mode() -> None:
@@ -56,7 +55,7 @@ def require_dynamic_mode() -> None:
 
 
 class Pruner:
-    """Unstructured pruning of a network's parameters, driven by a training loop.
+    """Pruning of a network's parameters, driven by a training loop.
 
     Args:
         network (paddle.nn.Layer): the model to prune.
@@ -67,6 +66,8 @@ class Pruner:
         parameters (list[str]|callable, optional): names or fnmatch patterns of the parameters to prune,
             or a callable ``(name, param) -> bool``. Default: None, every trainable parameter with
             ``ndim >= 2`` outside normalization layers.
+        pattern (str|Pattern, optional): which weights compete: ``"unstructured"`` (any weight), or a
+            :class:`~paddle_prune_callback.patterns.Pattern`. Default: ``"unstructured"``.
 
     Raises:
         RuntimeError: in static graph mode.
@@ -75,23 +76,34 @@ class Pruner:
     """
 
     def __init__(self, network: paddle.nn.Layer, criterion: str = "fisher", scope: str = "global",
-                 parameters: ParameterSpec = None):
+                 parameters: ParameterSpec = None, pattern: PatternSpec = "unstructured"):
         self.criterion = CRITERIA[check_choice("criterion", criterion, tuple(CRITERIA))]
         self.scope = check_choice("scope", scope, SCOPES)
+        self.pattern = check_pattern(pattern, scope=self.scope)
         require_dynamic_mode()
         self.network = network
-        self.parameters: Dict[str, paddle.Tensor] = resolve_parameters(network, check_parameter_spec(parameters))
-        self.keep: Dict[str, np.ndarray] = {}        # host copy of each mask (flat, bool): the source of truth
-        self._masks: Dict[str, paddle.Tensor] = {}   # device masks in the parameter's dtype, for the hot path
+        spec = check_parameter_spec(parameters)
+        self.plan = self.pattern.plan(network, resolve_parameters(network, spec), explicit=spec is not None)
+        if not self.plan.parameters:
+            raise ValueError(f"pattern {self.pattern.name!r} leaves every selected parameter dense: " +
+                             "; ".join(f"{n}: {why}" for n, why in self.plan.dense.items()))
+        self.parameters: Dict[str, paddle.Tensor] = self.plan.parameters
+        self._keeps: Dict[str, paddle.Tensor] = {}   # keep-masks (bool, the parameter's shape, on its device)
+        self._masks: Dict[str, paddle.Tensor] = {}   # the same in the parameter's dtype, for the hot path
         self._sq_grads: Dict[str, paddle.Tensor] = {}
         self._pending: Dict[str, paddle.Tensor] = {}
         self.num_batches = 0
         self.skipped_batches = 0
-        self.last_scores: Optional[np.ndarray] = None
+        self.last_scores: Optional[np.ndarray] = None   # a sample of the alive weights' scores at the last prune
         self._handles: Dict[str, object] = {}
         self._attached = False
         self._optimizer = None
         self._scaler_source = None
+
+    @property
+    def keep(self) -> Dict[str, np.ndarray]:
+        """Each pruned parameter's keep-mask as a flat numpy bool array, copied from the device on each access."""
+        return {n: k.numpy().reshape(-1) for n, k in self._keeps.items()}
 
     # ------------------------------------------------------------------ training-loop hooks
     def attach(self, optimizer: Optional[paddle.optimizer.Optimizer] = None, scaler=None) -> "Pruner":
@@ -186,6 +198,10 @@ class Pruner:
         is one all-reduce of all accumulators in one buffer, so every rank must call it (``prune`` does);
         a single process makes no collective.
         """
+        return {n: m.numpy().reshape(-1) for n, m in self._checked_mean_sq_grads().items()}
+
+    def _checked_mean_sq_grads(self) -> Dict[str, paddle.Tensor]:
+        """:meth:`mean_sq_grads` as tensors in the parameters' shapes, or the error why there are none."""
         if not self.criterion.needs_gradients:
             return {}
         if not self._sq_grads:
@@ -197,9 +213,9 @@ class Pruner:
             where = "" if world == 1 else f" on {empty_ranks} of {world} ranks"
             raise RuntimeError(f"criterion {self.criterion.name!r} needs gradients, but no batch was recorded "
                                f"since the last prune{where}; call pruner.step() after each optimizer update.")
-        return {n: m.reshape(-1) for n, m in means.items()}
+        return means
 
-    def _rank_mean_sq_grads(self) -> tuple[Dict[str, np.ndarray], int]:
+    def _rank_mean_sq_grads(self) -> tuple[Dict[str, paddle.Tensor], int]:
         """Each parameter's mean g², averaged over ranks, and how many ranks recorded no batch.
 
         Under data parallel: one all-reduce of all accumulators in one buffer, whose last slot counts the
@@ -215,14 +231,8 @@ class Pruner:
                 paddle.distributed.all_reduce(flat)
                 empty_ranks = int(round(float(flat[-1])))
                 flat = flat[:-1] / world
-        flat = flat.numpy()
-        out, start = {}, 0
-        for n in names:
-            shape = self.parameters[n].shape
-            size = int(np.prod(shape))
-            out[n] = flat[start:start + size].reshape(shape)
-            start += size
-        return out, empty_ranks
+            parts = paddle.split(flat, [int(self._sq_grads[n].size) for n in names])
+        return {n: part.reshape(self._sq_grads[n].shape) for n, part in zip(names, parts)}, empty_ranks
 
     def prune(self, sparsity: Optional[float] = None, *, threshold: Optional[float] = None) -> Dict[str, float]:
         """Prune to a cumulative ``sparsity``, or every weight whose score is below ``threshold``.
@@ -236,102 +246,66 @@ class Pruner:
             sparsity = check_fraction("sparsity", sparsity)
         else:
             threshold = check_threshold(threshold)
-        # Scores are computed per parameter when the selection asks for them, from views of the weights and
-        # the g² sums, so that no copy of all scores (or all weights, on CPU) is ever held.
-        sq_sums, count = self._sq_grad_views()
-        weights = {n: _host_view(p).astype(np.float32, copy=False) for n, p in self.parameters.items()}
-        for n in self.parameters:
-            for what, arr in (("weights", weights[n]), ("mean squared gradients", sq_sums.get(n))):
-                if arr is not None and not _all_finite(arr):
-                    raise FloatingPointError(f"parameter {n!r} has non-finite {what}; training has diverged, "
-                                             f"nothing was pruned.")
-        names = list(self.parameters)
-        fns, samplers = zip(*(self._score_fns(n, weights[n], sq_sums.get(n), count) for n in names))
-        sizes = [weights[n].size for n in names]
-        self.last_scores = self._sample_alive_scores(names, sizes, samplers)
-
-        if threshold is not None:
-            new_keep = [fn() >= threshold for fn in fns]
-        elif self.scope == "global":
-            total = sum(sizes)
-            pruned = sum(self._num_pruned(n) for n in names)
-            k = max(min(round(sparsity * total), total - len(names)), pruned)
-            new_keep = select_lowest(fns, sizes, k, samplers=samplers)
-        else:
-            new_keep = []
-            for n, fn, sampler, size in zip(names, fns, samplers, sizes):
-                k = max(min(round(sparsity * size), size - 1), self._num_pruned(n))
-                new_keep.extend(select_lowest([fn], [size], k, samplers=[sampler]))
-        self._apply(dict(zip(names, new_keep)))
+        self.pattern.check_options(scope=self.scope, threshold=threshold)
+        # Scores are computed per parameter when the selection asks for them, from the weights and the g²
+        # sums on the parameter's device, so that no copy of all scores is ever held.
+        sq_grads, count = self._sq_grad_tensors()
+        with paddle.no_grad():
+            for n, p in self.parameters.items():
+                for what, t in (("weights", p), ("mean squared gradients", sq_grads.get(n))):
+                    if t is not None and not bool(paddle.isfinite(t).all()):
+                        raise FloatingPointError(f"parameter {n!r} has non-finite {what}; training has diverged, "
+                                                 f"nothing was pruned.")
+        scores = ScoreSource(self.criterion, self.parameters, self._keeps, sq_grads, count)
+        self.last_scores = self._sample_alive_scores(scores)
+        self._apply(self.pattern.select(scores, sparsity=sparsity, threshold=threshold, scope=self.scope))
         for acc in self._sq_grads.values():
             acc.zero_()
         self.num_batches = 0
         self.skipped_batches = 0
         return self.sparsity()
 
-    def _num_pruned(self, name: str) -> int:
-        keep = self.keep.get(name)
-        return 0 if keep is None else int(keep.size - np.count_nonzero(keep))
+    def _sq_grad_tensors(self) -> tuple[Dict[str, paddle.Tensor], int]:
+        """Each parameter's g² (on its device), and the count to divide them by for the mean.
 
-    def _sq_grad_views(self) -> tuple[Dict[str, np.ndarray], int]:
-        """Each parameter's g² as host arrays, and the count to divide them by for the mean.
-
-        On one process these are views of the accumulators, divided only when a parameter's scores are
-        computed (the same float32 division as :meth:`mean_sq_grads`); under data parallel they are
-        :meth:`mean_sq_grads` (one fused all-reduce), with a count of 1.
+        On one process these are the accumulators themselves, divided only when a parameter's scores are
+        computed (the same float32 division as :meth:`mean_sq_grads`); under data parallel they are the
+        means over ranks (one fused all-reduce), with a count of 1.
         """
         single = paddle.distributed.get_world_size() == 1
         if single and self.criterion.needs_gradients and self.num_batches > 0 and self._sq_grads:
-            return {n: _host_view(acc) for n, acc in self._sq_grads.items()}, self.num_batches
-        return self.mean_sq_grads(), 1        # {} for magnitude; all-reduces; or raises why there are none
+            return dict(self._sq_grads), self.num_batches
+        return self._checked_mean_sq_grads(), 1   # {} for magnitude; all-reduces; or raises why there are none
 
-    def _score_fns(self, name, w, g2_sum, count) -> tuple[Callable[[], np.ndarray], Callable]:
-        """The parameter's scores, and its scores at given indices (for samples), computed on demand."""
-        score, keep = self.criterion.score, self.keep.get(name)
-
-        def mean_g2(idx=slice(None)):
-            if g2_sum is None:
-                return None
-            return g2_sum[idx] / np.float32(count) if count != 1 else g2_sum[idx]
-
-        def fn() -> np.ndarray:
-            s = score(w, mean_g2())
-            if keep is not None:
-                np.putmask(s, ~keep, -1.0)  # already pruned: lowest, so never revived
-            s[np.argmax(s)] = np.inf       # the best weight of every parameter is always kept
-            return s
-
-        def sample(idx: np.ndarray) -> np.ndarray:
-            s = score(w[idx], mean_g2(idx))
-            if keep is not None:
-                s[~keep[idx]] = -1.0
-            return s
-
-        return fn, sample
-
-    def _sample_alive_scores(self, names, sizes, samplers) -> np.ndarray:
+    def _sample_alive_scores(self, scores: ScoreSource) -> np.ndarray:
         """A sample of the scores of the weights alive before this prune, for histograms."""
         rng = np.random.default_rng(0)
-        total = sum(sizes)
+        total = sum(scores.size(n) for n in scores.names)
         parts = []
-        for n, size, sample in zip(names, sizes, samplers):
-            idx = rng.integers(0, size, size=max(1, round(_HISTOGRAM_SAMPLE * size / total)))
-            s = sample(idx)
-            keep = self.keep.get(n)
-            parts.append(s if keep is None else s[keep[idx]])
+        for n in scores.names:
+            size, p = scores.size(n), self.parameters[n]
+            idx = paddle.to_tensor(rng.integers(0, size, size=max(1, round(_HISTOGRAM_SAMPLE * size / total))),
+                                   dtype="int64", place=p.place)
+            s = scores.sample(n, idx)
+            keep = scores.keep(n)
+            if keep is not None:
+                s = paddle.masked_select(s, paddle.gather(keep.flatten(), idx))
+            parts.append(s.numpy())
         return np.concatenate(parts)
 
-    def _apply(self, new_keep: Dict[str, np.ndarray]) -> None:
+    def _apply(self, new_keeps: Dict[str, paddle.Tensor]) -> None:
+        """AND each keep-mask with the parameter's old one, then apply those that prune something."""
         with paddle.no_grad():
-            for name, keep in new_keep.items():
-                old = self.keep.get(name)
-                if old is not None:
-                    keep &= old
-                if keep.all():
-                    continue
+            combined = {}
+            for name, keep in new_keeps.items():
+                old = self._keeps.get(name)
+                keep = keep if old is None else paddle.logical_and(keep, old)
+                if not bool(keep.all()):
+                    combined[name] = keep
+            for name, keep in combined.items():
                 p = self.parameters[name]
-                self.keep[name] = keep
-                mask = paddle.to_tensor(keep.reshape(p.shape), dtype=p.dtype, place=p.place)
+                mask = keep.astype(p.dtype)
+                self._keeps[name] = keep
                 self._masks[name] = mask
                 p.multiply_(mask)
                 self._zero_optimizer_state(p, mask)
@@ -349,48 +323,57 @@ class Pruner:
                 t.multiply_(mask.astype(t.dtype))
 
     # ------------------------------------------------------------------ reporting
+    def _zeros(self, p: paddle.Tensor) -> int:
+        # Counted on the parameter's device; -0.0 is a zero.
+        return int(p.size) - int(paddle.count_nonzero(p))
+
     def sparsity(self) -> Dict[str, float]:
-        """Fraction of exact zeros in each pruned parameter, counted from the weights, and ``"global"``
+        """Fraction of exact zeros in each managed parameter, counted from the weights, and ``"global"``
         over all of them together."""
         out, zeros, total = {}, 0, 0
         for name, p in self.parameters.items():
-            w = _host_view(p)
-            z = int(w.size - np.count_nonzero(w))
-            out[name] = z / w.size
-            zeros, total = zeros + z, total + w.size
+            z, size = self._zeros(p), int(p.size)
+            out[name] = z / size
+            zeros, total = zeros + z, total + size
         out["global"] = zeros / total
         return out
 
     def surviving_weights(self, size: int = _HISTOGRAM_SAMPLE) -> np.ndarray:
         """A random sample (about ``size`` values) of the non-zero weights, for histograms."""
         rng = np.random.default_rng(0)
-        total = sum(int(np.prod(p.shape)) for p in self.parameters.values())
+        total = sum(int(p.size) for p in self.parameters.values())
         parts = []
-        for p in self.parameters.values():
-            w = p.numpy().ravel()
-            sample = w[rng.integers(0, w.size, size=max(1, round(size * w.size / total)))]
-            parts.append(sample[sample != 0].astype(np.float32))
+        with paddle.no_grad():
+            for p in self.parameters.values():
+                n = int(p.size)
+                idx = paddle.to_tensor(rng.integers(0, n, size=max(1, round(size * n / total))), dtype="int64",
+                                       place=p.place)
+                sample = paddle.gather(p.flatten(), idx).astype("float32").numpy()
+                parts.append(sample[sample != 0])
         return np.concatenate(parts)
 
     def table(self) -> list[tuple[str, tuple, int, int, float]]:
-        """One row per pruned parameter: (name, shape, weights, zeros, sparsity), from the weights."""
+        """One row per managed parameter: (name, shape, weights, zeros, sparsity), from the weights."""
         rows = []
         for name, p in self.parameters.items():
-            w = p.numpy()
-            z = int(w.size - np.count_nonzero(w))
-            rows.append((name, tuple(p.shape), int(w.size), z, z / w.size))
+            z, size = self._zeros(p), int(p.size)
+            rows.append((name, tuple(p.shape), size, z, z / size))
         return rows
+
+    def summary(self) -> list[str]:
+        """The pattern's lines for the train-end summary (e.g. parameters left dense, and why)."""
+        return self.pattern.summary(self)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> Dict[str, np.ndarray]:
         """Masks, squared-gradient accumulators, the batch count, the criterion and the pruned parameters'
         shapes, as plain numpy arrays (saved with ``np.savez``, loaded without pickle)."""
         state = {"num_batches": np.asarray(self.num_batches, dtype=np.int64),
-                 "criterion": np.asarray(self.criterion.name)}
+                 "criterion": np.asarray(self.criterion.name), "pattern": np.asarray(self.pattern.name)}
         for name, p in self.parameters.items():
             state[f"shape/{name}"] = np.asarray(p.shape, dtype=np.int64)
-        for name, keep in self.keep.items():
-            state[f"keep/{name}"] = keep
+        for name, keep in self._keeps.items():   # host copies only while the state is written
+            state[f"keep/{name}"] = keep.numpy().reshape(-1)
         state.update({f"sq_grad/{name}": acc for name, acc in self._sq_grad_sums().items()})
         return state
 
@@ -401,7 +384,7 @@ class Pruner:
         if paddle.distributed.get_world_size() == 1 or not self._sq_grads:
             return {n: acc.numpy() for n, acc in self._sq_grads.items()}
         means, _ = self._rank_mean_sq_grads()
-        return {n: m * np.float32(self.num_batches) for n, m in means.items()}
+        return {n: m.numpy() * np.float32(self.num_batches) for n, m in means.items()}
 
     def check_state_dict(self, state: Dict[str, np.ndarray]) -> None:
         """Raise ``ValueError`` naming the mismatch if ``state`` does not fit this engine; changes nothing."""
@@ -409,6 +392,10 @@ class Pruner:
         if saved != self.criterion.name:
             raise ValueError(f"saved state is for criterion {saved!r}, but this pruner uses "
                              f"{self.criterion.name!r}; pass criterion={saved!r}.")
+        saved = str(state["pattern"]) if "pattern" in state else "unstructured"
+        if saved != self.pattern.name:
+            raise ValueError(f"saved state is for pattern {saved!r}, but this pruner uses "
+                             f"{self.pattern.name!r}; pass pattern={saved!r}.")
         shapes = {k.partition("/")[2]: tuple(int(d) for d in v) for k, v in state.items() if k.startswith("shape/")}
         ours = {n: tuple(p.shape) for n, p in self.parameters.items()}
         if set(shapes) != set(ours):
@@ -448,9 +435,10 @@ class Pruner:
         self.check_state_dict(state)
         keeps = {k.partition("/")[2]: v for k, v in state.items() if k.startswith("keep/")}
         sq_grads = {k.partition("/")[2]: v for k, v in state.items() if k.startswith("sq_grad/")}
-        self.keep = {}
+        self._keeps.clear()
         self._masks.clear()
-        self._apply({n: np.array(k, dtype=bool, copy=True) for n, k in keeps.items()})
+        self._apply({n: paddle.to_tensor(np.asarray(k, dtype=bool).reshape(self.parameters[n].shape),
+                                         place=self.parameters[n].place) for n, k in keeps.items()})
         with paddle.no_grad():
             for name, value in sq_grads.items():
                 if name not in self._sq_grads:

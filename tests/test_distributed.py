@@ -105,16 +105,17 @@ class _Probe(paddle.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         pruner = self.pruning.pruner
-        engine_mean_sq_grads = pruner.mean_sq_grads
+        engine_mean_sq_grads = pruner._checked_mean_sq_grads   # what prune() scores with under data parallel
 
         def capture():
             self.weights = {n: p.numpy().ravel().copy() for n, p in pruner.parameters.items()}
             before = len(self.calls)
-            self.combined = engine_mean_sq_grads()
+            means = engine_mean_sq_grads()
             self.prune_calls = self.calls[before:]
-            return self.combined
+            self.combined = {n: m.numpy().ravel() for n, m in means.items()}
+            return means
 
-        pruner.mean_sq_grads = capture
+        pruner._checked_mean_sq_grads = capture
 
     def on_epoch_end(self, epoch, logs=None):
         pruner, local = self.pruning.pruner, self.local.take()
