@@ -13,8 +13,11 @@ except ImportError as err:  # pragma: no cover - exercised only without paddle i
 from .callback import PruningCallback
 from .criteria import CRITERIA
 from .engine import Pruner
+from .graph import ChannelGraph, ChannelGroup, trace_channel_groups
 from .schedule import PruningSchedule, default_prune_epochs
 from .selection import select_lowest
+from .slim import SlimReport, slim
 
-__all__ = ["PruningCallback", "Pruner", "PruningSchedule", "default_prune_epochs", "select_lowest", "CRITERIA"]
+__all__ = ["PruningCallback", "Pruner", "PruningSchedule", "default_prune_epochs", "select_lowest", "CRITERIA",
+           "trace_channel_groups", "ChannelGraph", "ChannelGroup", "slim", "SlimReport"]
 __version__ = "0.1.0"
