@@ -45,25 +45,27 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     return value
 
 
-def check_epochs(value: Any) -> tuple[int, ...]:
-    """A non-empty, strictly increasing sequence of non-negative epoch indices."""
+def check_epochs(value: Any, name: str = "prune_epochs") -> tuple[int, ...]:
+    """A non-empty, strictly increasing sequence of non-negative indices (epochs, or steps for
+    ``name="prune_steps"``); a ``range`` works as it is."""
+    unit = "step" if name == "prune_steps" else "epoch"
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise TypeError(
-            f"`prune_epochs` must be a list of 0-based epoch indices such as [1, 3, 5], got {value!r}."
-        )
+        example = "range(200, 6000, 200)" if unit == "step" else "[1, 3, 5]"
+        raise TypeError(f"`{name}` must be a list of 0-based {unit} indices such as {example}, got {value!r}.")
     if len(value) == 0:
-        raise ValueError("`prune_epochs` is empty; list at least one 0-based epoch index, e.g. [0].")
+        raise ValueError(f"`{name}` is empty; list at least one 0-based {unit} index, e.g. [0].")
+    shown = list(value) if len(value) <= 20 else value
     for e in value:
         if isinstance(e, bool) or not isinstance(e, numbers.Integral):
-            raise TypeError(f"`prune_epochs` must hold integers, got {e!r} in {list(value)!r}.")
+            raise TypeError(f"`{name}` must hold integers, got {e!r} in {shown!r}.")
         if e < 0:
-            raise ValueError(f"`prune_epochs` must be >= 0 (epochs are 0-based), got {e} in {list(value)!r}.")
-    epochs = [int(e) for e in value]
-    if len(set(epochs)) != len(epochs):
-        raise ValueError(f"`prune_epochs` has duplicates: {epochs!r}; list each epoch once.")
-    if epochs != sorted(epochs):
-        raise ValueError(f"`prune_epochs` must be in increasing order, got {epochs!r}; pass {sorted(epochs)!r}.")
-    return tuple(epochs)
+            raise ValueError(f"`{name}` must be >= 0 ({unit}s are 0-based), got {e} in {shown!r}.")
+    indices = [int(e) for e in value]
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"`{name}` has duplicates: {indices!r}; list each {unit} once.")
+    if indices != sorted(indices):
+        raise ValueError(f"`{name}` must be in increasing order, got {indices!r}; pass {sorted(indices)!r}.")
+    return tuple(indices)
 
 
 def check_verbose(value: Any) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -12,6 +13,7 @@ from ._validation import check_choice, check_epochs, check_fraction, check_thres
 from .checkpoint import MODEL_PREFIX, STATE_FILE, latest_checkpoint, load_state, save_checkpoint
 from .criteria import CRITERIA
 from .engine import SCOPES, Pruner, require_dynamic_mode
+from .fit_plan import FitPlan, hapi_fit_plan
 from .parameters import ParameterSpec, check_parameter_spec
 from .patterns import PatternSpec, check_pattern
 from .schedule import PruningSchedule, ScheduleSpec, check_schedule, default_prune_epochs
@@ -22,8 +24,8 @@ class PruningCallback(paddle.callbacks.Callback):
     """Gradual unstructured pruning for ``paddle.Model.fit``.
 
     During training it accumulates each weight's squared gradient (for ``"gradient"`` and ``"fisher"``);
-    at the end of each pruning epoch it prunes to the schedule's cumulative sparsity; after every
-    optimizer update it re-applies the masks, so pruned weights stay exactly zero.
+    at the end of each pruning epoch (or after each pruning step) it prunes to the schedule's cumulative
+    sparsity; after every optimizer update it re-applies the masks, so pruned weights stay exactly zero.
 
     Args:
         target_sparsity (float, optional): fraction of the pruned parameters' weights that are zero after
@@ -52,6 +54,9 @@ class PruningCallback(paddle.callbacks.Callback):
             (masks, squared-gradient accumulators, schedule position, configuration) to
             ``<state_dir>/epoch_<n>``, atomically; resume with :meth:`resume`. Default: None.
         keep_checkpoints (int, optional): how many ``epoch_<n>`` directories to keep. Default: 2.
+        prune_steps (list[int]|range, optional): instead of ``prune_epochs``, 0-based global optimizer
+            update indices after which to prune, strictly increasing, e.g. ``range(200, 6000, 200)``. With
+            ``accumulate_grad_batches=k``, k batches are one step. Default: None.
 
     Examples:
         .. code-block:: python
@@ -70,8 +75,12 @@ class PruningCallback(paddle.callbacks.Callback):
                  criterion: str = "fisher", schedule: ScheduleSpec = "polynomial", scope: str = "global",
                  parameters: ParameterSpec = None, threshold: Optional[float] = None,
                  log_dir: Optional[str] = None, verbose: int = 1, state_dir: Optional[str] = None,
-                 keep_checkpoints: int = 2, pattern: PatternSpec = "unstructured"):
+                 keep_checkpoints: int = 2, pattern: PatternSpec = "unstructured",
+                 prune_steps: Optional[Sequence[int]] = None):
         super().__init__()
+        if prune_epochs is not None and prune_steps is not None:
+            raise ValueError(f"pass either `prune_epochs` ({prune_epochs!r}) or `prune_steps` ({prune_steps!r}), "
+                             f"not both.")
         self.scope = check_choice("scope", scope, SCOPES)
         self.pattern = check_pattern(pattern, scope=self.scope, threshold=threshold, target_sparsity=target_sparsity)
         if target_sparsity is None and threshold is None:
@@ -85,6 +94,7 @@ class PruningCallback(paddle.callbacks.Callback):
                                                                                    target_sparsity)
         self.threshold = None if threshold is None else check_threshold(threshold)
         self.prune_epochs = None if prune_epochs is None else check_epochs(prune_epochs)
+        self.prune_steps = None if prune_steps is None else check_epochs(prune_steps, "prune_steps")
         self.criterion = check_choice("criterion", criterion, tuple(CRITERIA))
         self.schedule = check_schedule(schedule)
         self.parameters = check_parameter_spec(parameters)
@@ -98,71 +108,52 @@ class PruningCallback(paddle.callbacks.Callback):
             raise ValueError(f"`keep_checkpoints` must be an integer >= 1, got {keep_checkpoints!r}.")
         self.keep_checkpoints = keep_checkpoints
         self.verbose = check_verbose(verbose)
-        self._schedule = self._make_schedule() if self.prune_epochs is not None else None
         self.pruner: Optional[Pruner] = None
         self.epochs_completed = 0
+        self.steps_completed = 0
         self.history: List[Dict[str, object]] = []
+        self.not_reached: List[int] = []
+        self._schedule = self._make_schedule() if self._events is not None else None
+        self._plan: Optional[FitPlan] = None
+        self._batches = 0             # backward passes since the last optimizer update
+        self._step_events: frozenset = frozenset()
+        self._pruned_this_epoch = False
         self._logger = SparsityLogger(self.log_dir) if self.log_dir is not None else None
+
+    @property
+    def _unit(self) -> str:
+        return "step" if self.prune_steps is not None else "epoch"
+
+    @property
+    def _events(self) -> Optional[tuple]:
+        return self.prune_steps if self.prune_steps is not None else self.prune_epochs
 
     def _make_schedule(self) -> Optional[PruningSchedule]:
         if self.target_sparsity is None:
             return None
-        return PruningSchedule(self.target_sparsity, self.prune_epochs, self.schedule)
+        return PruningSchedule(self.target_sparsity, self._events, self.schedule)
+
+    def _target(self, index: int) -> Optional[float]:
+        """The schedule's cumulative target once the epoch or step ``index`` has ended (None: threshold)."""
+        return None if self._schedule is None else self._schedule(index)[1]
 
     # ------------------------------------------------------------------ fit hooks
     def on_train_begin(self, logs=None) -> None:
-        require_dynamic_mode()
-        fit_epochs = self.params.get("epochs")
-        last_epoch = self.epochs_completed + fit_epochs - 1
-        prune_epochs = self.prune_epochs or tuple(self.epochs_completed + e for e in default_prune_epochs(fit_epochs))
-        beyond = [e for e in prune_epochs if e > last_epoch]
-        if beyond:
-            raise ValueError(f"`prune_epochs` {list(prune_epochs)} asks to prune at epoch(s) {beyond}, but this fit "
-                             f"ends at epoch {last_epoch} ({self.epochs_completed} epochs done before it + "
-                             f"epochs={fit_epochs}); pass epochs >= {beyond[-1] - self.epochs_completed + 1} to "
-                             f"fit, or prune earlier.")
-        if self.pruner is not None and self.pruner.network is not self.model.network:
-            raise ValueError("this PruningCallback already prunes another network; create a new callback for "
-                             "each model.")
-        pruner = self.pruner or Pruner(self.model.network, self.criterion, self.scope, self.parameters,
-                                       pattern=self.pattern)
-        self.prune_epochs = prune_epochs
-        self._schedule = self._make_schedule()
-        self.pruner = pruner
         model = self.model
-        pruner.attach(model._optimizer, scaler=lambda: getattr(model, "_scaler", None))
+        self._begin(model.network, model._optimizer, lambda: getattr(model, "_scaler", None),
+                    hapi_fit_plan(self.params, model))
 
     def on_train_batch_end(self, step, logs=None) -> None:
-        self.pruner.step()
+        self._batches += 1
+        if self._plan.is_update(step):
+            self._after_update()
 
     def on_epoch_end(self, epoch, logs=None) -> None:
-        epoch = self.epochs_completed
-        if self._schedule is not None:
-            should_prune, target = self._schedule(epoch)
-        else:
-            should_prune, target = epoch in self.prune_epochs, None
-        if should_prune:
-            if target is not None:
-                sparsity = self.pruner.prune(sparsity=target)
-            else:
-                sparsity = self.pruner.prune(threshold=self.threshold)
-        else:
-            sparsity = self.pruner.sparsity()
-        self.history.append({"epoch": epoch, "pruned": should_prune, "target_sparsity": target,
-                             "sparsity": sparsity["global"]})
-        if self._logger is not None:
-            self._logger.log_epoch(epoch, sparsity, target)
-            if should_prune:
-                self._logger.log_prune(epoch, self.pruner.last_scores, self.pruner.surviving_weights())
-        if should_prune and self.verbose and is_main_process():
-            goal = f"target {target:.2%}" if target is not None else f"scores < {self.threshold:g}"
-            print(f"PruningCallback: epoch {epoch}: sparsity {sparsity['global']:.2%} ({goal}, "
-                  f"{self.criterion}, {self.scope})", flush=True)
-        self.epochs_completed += 1
+        self._end_epoch()
         if self.state_dir is not None:
             state = self.state_dict()   # on every rank: under data parallel it combines the g² sums
             if is_main_process():
-                save_checkpoint(self.state_dir, epoch, self.model, state, self.keep_checkpoints)
+                save_checkpoint(self.state_dir, self.epochs_completed - 1, self.model, state, self.keep_checkpoints)
 
     def on_eval_end(self, logs=None) -> None:
         if self._logger is not None and logs:
@@ -170,14 +161,116 @@ class PruningCallback(paddle.callbacks.Callback):
             self._logger.log_eval(self.epochs_completed - 1, {k: logs[k] for k in names if k in logs})
 
     def on_train_end(self, logs=None) -> None:
+        self._end()
+
+    # ------------------------------------------------------------------ the run, whatever drives it
+    def _begin(self, network: paddle.nn.Layer, optimizer, scaler, plan: FitPlan) -> None:
+        """Check the schedule against the run and attach; nothing changes before the checks pass."""
+        require_dynamic_mode()
+        if self.prune_steps is None:
+            last_epoch = self.epochs_completed + plan.epochs - 1
+            prune_epochs = self.prune_epochs or tuple(self.epochs_completed + e
+                                                      for e in default_prune_epochs(plan.epochs))
+            beyond = [e for e in prune_epochs if e > last_epoch]
+            if beyond:
+                fix = (f"pass epochs >= {beyond[-1] - self.epochs_completed + 1} to fit" if plan.why.startswith("epochs")
+                       else "let the run last longer")
+                raise ValueError(f"`prune_epochs` {list(prune_epochs)} asks to prune at epoch(s) {beyond}, but this "
+                                 f"fit ends at epoch {last_epoch} ({self.epochs_completed} epochs done before it + "
+                                 f"{plan.why}); {fix}, or prune earlier.")
+        elif plan.updates is not None:
+            last_step = self.steps_completed + plan.updates - 1
+            beyond = [s for s in self.prune_steps if s > last_step]
+            if beyond:
+                raise ValueError(f"`prune_steps` asks to prune after step(s) {_few(beyond)}, but this run's last "
+                                 f"optimizer step is {last_step} ({self.steps_completed} steps done before it + "
+                                 f"{plan.updates} in it: {plan.why}, {plan.accumulate} batch(es) per step); train "
+                                 f"longer, or end `prune_steps` at or before step {last_step}.")
+        if self.pruner is not None and self.pruner.network is not network:
+            raise ValueError("this PruningCallback already prunes another network; create a new callback for "
+                             "each model.")
+        pruner = self.pruner or Pruner(network, self.criterion, self.scope, self.parameters, pattern=self.pattern)
+        if self.prune_steps is None:
+            self.prune_epochs = prune_epochs
+        self._schedule = self._make_schedule()
+        self._step_events = frozenset(self.prune_steps or ())
+        self._plan = plan
+        self._batches = 0
+        self._pruned_this_epoch = False
+        self.not_reached = []
+        self.pruner = pruner
+        pruner.attach(optimizer, scaler=scaler)
+
+    def _after_update(self, batches: Optional[int] = None) -> None:
+        """After an optimizer update: re-apply the masks, count the update's batches and the step, and
+        prune when the step is one of ``prune_steps``."""
+        self.pruner.step(batches=batches or max(self._batches, 1))
+        self._batches = 0
+        step = self.steps_completed
+        self.steps_completed += 1
+        if step in self._step_events:
+            self._prune(step)
+            self._pruned_this_epoch = True
+
+    def _prune(self, index: int) -> Dict[str, float]:
+        """One prune event at the epoch or step ``index``: prune, log, report."""
+        target = self._target(index)
+        if target is not None:
+            sparsity = self.pruner.prune(sparsity=target)
+        else:
+            sparsity = self.pruner.prune(threshold=self.threshold)
+        if self._logger is not None:
+            if self._unit == "step":
+                self._logger.log_step(self.epochs_completed, index, sparsity, target)
+            self._logger.log_prune(index, self.pruner.last_scores, self.pruner.surviving_weights())
+        if self.verbose and is_main_process():
+            goal = f"target {target:.2%}" if target is not None else f"scores < {self.threshold:g}"
+            print(f"PruningCallback: {self._unit} {index}: sparsity {sparsity['global']:.2%} ({goal}, "
+                  f"{self.criterion}, {self.scope})", flush=True)
+        return sparsity
+
+    def _end_epoch(self) -> None:
+        epoch = self.epochs_completed
+        if self._unit == "epoch":
+            pruned = epoch in self.prune_epochs
+            sparsity = self._prune(epoch) if pruned else self.pruner.sparsity()
+            target = self._target(epoch)
+        else:
+            pruned = self._pruned_this_epoch
+            sparsity, target = self.pruner.sparsity(), self._target(self.steps_completed - 1)
+        self._pruned_this_epoch = False
+        self.history.append({"epoch": epoch, "step": self.steps_completed, "pruned": pruned,
+                             "target_sparsity": target, "sparsity": sparsity["global"]})
+        if self._logger is not None:
+            self._logger.log_epoch(epoch, sparsity, target)
+        self.epochs_completed += 1
+
+    def _end(self) -> None:
+        """Detach; report the final sparsity, and whether prune events of the schedule did not run."""
         self.pruner.detach()
         final = self.pruner.sparsity()["global"]
+        done = self.steps_completed if self._unit == "step" else self.epochs_completed
+        self.not_reached = [e for e in self._events if e >= done]
         table = "\n".join([format_table(self.pruner.table(), final)] + self.pruner.summary())
+        if self.not_reached:
+            note = self._not_reached_note(final)
+            warnings.warn(note, UserWarning, stacklevel=2)
+            table = f"{table}\n{note}"
+            if self.history:
+                self.history[-1]["not_reached"] = list(self.not_reached)
         if self.verbose and is_main_process():
             print(f"PruningCallback: final global sparsity {final:.2%}\n{table}", flush=True)
         if self._logger is not None:
             self._logger.log_summary(self.epochs_completed - 1, table, self._hparams())
             self._logger.close()
+
+    def _not_reached_note(self, final: float) -> str:
+        goal = (f"target sparsity {self.target_sparsity:.2%}" if self.target_sparsity is not None
+                else f"pruning schedule (threshold {self.threshold:g})")
+        done = self.steps_completed if self._unit == "step" else self.epochs_completed
+        return (f"PruningCallback: {goal} not reached, final sparsity {final:.2%}: prune {self._unit}s "
+                f"{_few(self.not_reached)} did not run (training stopped after {done} {self._unit}s, "
+                f"early stopping or num_iters?).")
 
     # ------------------------------------------------------------------ results
     def sparsity(self) -> Dict[str, float]:
@@ -202,12 +295,15 @@ class PruningCallback(paddle.callbacks.Callback):
         config = {
             "target_sparsity": np.asarray(nan if self.target_sparsity is None else self.target_sparsity),
             "threshold": np.asarray(nan if self.threshold is None else self.threshold),
-            "prune_epochs": np.asarray(self.prune_epochs, dtype=np.int64),
+            "prune_epochs": np.asarray(self.prune_epochs or (), dtype=np.int64),
+            "prune_steps": np.asarray(self.prune_steps or (), dtype=np.int64),
             "schedule": np.asarray(self.schedule if isinstance(self.schedule, str) else "<callable>"),
             "scope": np.asarray(self.scope),
             "parameters": parameters,
             "parameters_kind": np.asarray(kind),
             "epochs_completed": np.asarray(self.epochs_completed, dtype=np.int64),
+            "steps_completed": np.asarray(self.steps_completed, dtype=np.int64),
+            "history_step": np.asarray([h.get("step", -1) for h in self.history], dtype=np.int64),
             "history_pruned": np.asarray([h["pruned"] for h in self.history], dtype=bool),
             "history_target": np.asarray([nan if h["target_sparsity"] is None else h["target_sparsity"]
                                           for h in self.history], dtype=np.float64),
@@ -281,29 +377,41 @@ class PruningCallback(paddle.callbacks.Callback):
         if kind == "callable" and not callable(overrides.get("parameters")):
             raise ValueError("the saved run used a callable `parameters`; pass the same callable: "
                              "resume(..., parameters=fn).")
+        steps = [int(s) for s in state.get("callback/prune_steps", ())]
         config = dict(target_sparsity=optional("target_sparsity"), threshold=optional("threshold"),
-                      prune_epochs=[int(e) for e in get("prune_epochs")], criterion=str(state["criterion"]),
+                      prune_epochs=None if steps else [int(e) for e in get("prune_epochs")],
+                      prune_steps=steps or None, criterion=str(state["criterion"]),
                       schedule=schedule, scope=str(get("scope")),
                       parameters=[str(p) for p in get("parameters")] if kind == "list" else None,
                       pattern=str(state["pattern"]) if "pattern" in state else "unstructured", state_dir=state_dir)
         config.update(overrides)
         cb = cls(**config)
         cb.epochs_completed = int(get("epochs_completed"))
-        cb.history = [{"epoch": e, "pruned": bool(p), "target_sparsity": None if math.isnan(t) else float(t),
-                       "sparsity": float(s)}
-                      for e, (p, t, s) in enumerate(zip(get("history_pruned"), get("history_target"),
-                                                        get("history_sparsity")))]
+        cb.steps_completed = int(state.get("callback/steps_completed", 0))
+        pruned, targets, sparsities = get("history_pruned"), get("history_target"), get("history_sparsity")
+        steps_at = state.get("callback/history_step", np.full(len(pruned), -1))
+        cb.history = [{"epoch": e, "step": int(n), "pruned": bool(p),
+                       "target_sparsity": None if math.isnan(t) else float(t), "sparsity": float(s)}
+                      for e, (n, p, t, s) in enumerate(zip(steps_at, pruned, targets, sparsities))]
         return cb
 
     def _hparams(self) -> Dict[str, object]:
         schedule = self.schedule if isinstance(self.schedule, str) else "callable"
         hp = {"criterion": self.criterion, "pattern": self.pattern.name, "scope": self.scope, "schedule": schedule,
-              "prune_epochs": ",".join(map(str, self.prune_epochs))}
+              f"prune_{self._unit}s": ",".join(map(str, self._events))}
         if self.target_sparsity is not None:
             hp["target_sparsity"] = self.target_sparsity
         else:
             hp["threshold"] = self.threshold
         return hp
+
+
+def _few(indices: Sequence[int], shown: int = 8) -> str:
+    """``[1, 2, 3]``, or the first few and a count for long lists."""
+    indices = list(indices)
+    if len(indices) <= shown:
+        return str(indices)
+    return f"[{', '.join(map(str, indices[:shown]))}, ... ({len(indices)} in all)]"
 
 
 def _rename_optimizer_state(opt_state: Dict[str, object], state: Dict[str, np.ndarray], model) -> Dict[str, object]:

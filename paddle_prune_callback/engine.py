@@ -165,9 +165,20 @@ class Pruner:
 
         return hook
 
-    def step(self) -> None:
+    def step(self, batches: int = 1) -> None:
         """Call after every optimizer update: re-applies the masks so pruned weights stay exactly zero,
-        and counts the batch in the mean of g²."""
+        and counts the update's batches in the mean of g².
+
+        Args:
+            batches (int, optional): how many backward passes this update's gradient accumulated
+                (``accumulate_grad_batches``, ``gradient_accumulation_steps``); each one's g² was added by
+                the hooks, so each counts in the mean. Under AMP the update's batches are kept, or left
+                out together when one of them overflowed, as the ``GradScaler`` skips the whole update.
+                Default: 1.
+        """
+        if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
+            raise ValueError(f"`batches` must be an integer >= 1 (the backward passes of this update), "
+                             f"got {batches!r}.")
         with paddle.no_grad():
             master = getattr(self._optimizer, "_master_weights", None) or {}
             for name, mask in self._masks.items():
@@ -183,9 +194,9 @@ class Pruner:
                         self._sq_grads[name].add_(pending)
                     pending.zero_()
                 if not finite:
-                    self.skipped_batches += 1
+                    self.skipped_batches += batches
                     return
-        self.num_batches += 1
+        self.num_batches += batches
 
     # ------------------------------------------------------------------ pruning
     def mean_sq_grads(self) -> Dict[str, np.ndarray]:

@@ -39,7 +39,9 @@ class SparsityLogger:
     of ``fit``'s evaluation, e.g. ``pruning/eval_acc``), histograms ``pruning/log10_score`` and
     ``pruning/surviving_weights`` at each prune event, text ``pruning/summary`` and hparams at train end,
     with ``pruning/sparsity`` and the ``pruning/eval_*`` tags as the hparams view's metrics.
-    Steps are 0-based epochs, as in ``paddle.callbacks.VisualDL``'s ``eval/*`` tags.
+    Steps are 0-based epochs, as in ``paddle.callbacks.VisualDL``'s ``eval/*`` tags. A schedule of
+    ``prune_steps`` adds ``pruning/sparsity_by_step`` and ``pruning/target_sparsity_by_step`` at each
+    prune event, and its histograms, with the 0-based global optimizer step as their step.
 
     The VisualDL reader shows only the newest log file of a directory, so a run keeps to one file: every
     ``fit`` of a callback appends to it, and a logger whose first epoch is not 0 (a resumed run) appends
@@ -80,6 +82,18 @@ class SparsityLogger:
         for name, value in sparsity.items():
             if name != "global":
                 self.writer.add_scalar(f"pruning/sparsity/{name}", value, epoch)
+        self.writer.flush()
+
+    def log_step(self, epoch: int, step: int, sparsity: Dict[str, float], target: Optional[float]) -> None:
+        """A prune event of ``prune_steps``: ``pruning/sparsity_by_step`` and ``pruning/target_sparsity_by_step``
+        with the 0-based global optimizer step as their step, during ``epoch``."""
+        if not is_main_process():
+            return
+        if self._writer is None and not self._file_name and epoch > 0:
+            self._file_name = self._newest_log_file()
+        self.writer.add_scalar("pruning/sparsity_by_step", sparsity["global"], step)
+        if target is not None:
+            self.writer.add_scalar("pruning/target_sparsity_by_step", target, step)
         self.writer.flush()
 
     def log_eval(self, epoch: int, metrics: Mapping[str, object]) -> None:

@@ -1,10 +1,12 @@
 """A training run for test_resume.py, in its own process so that it can be killed with SIGKILL.
 
-    python resume_worker.py MODE STATE_DIR OUT [CRITERION]
+    python resume_worker.py MODE STATE_DIR OUT [CRITERION] [UNIT]
 
 MODE: ``full`` trains 6 epochs; ``crash`` trains the same run and, at epoch 3 batch 2, writes OUT and
 waits to be killed; ``resume`` restores the newest checkpoint and trains the remaining epochs. ``full``
-and ``resume`` write the final masks and weights to OUT (.npz).
+and ``resume`` write the final masks and weights to OUT (.npz). UNIT ``epochs`` (default) prunes at the end
+of epochs 1, 2 and 4; ``steps`` prunes after optimizer steps 2, 5, 8 and 13, with ``accumulate_grad_batches=3``
+(8 batches per epoch: 3 steps per epoch, 18 in all).
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ class WaitForKill(paddle.callbacks.Callback):
             time.sleep(600)
 
 
-def main(mode, state_dir, out, criterion="fisher"):
+def main(mode, state_dir, out, criterion="fisher", unit="epochs"):
     paddle.seed(0)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((256, 8)).astype("float32")
@@ -53,14 +55,16 @@ def main(mode, state_dir, out, criterion="fisher"):
         cb = PruningCallback.resume(state_dir, model, verbose=0)
         epochs = EPOCHS - cb.epochs_completed
     else:
-        cb = PruningCallback(0.8, [1, 2, 4], criterion=criterion, state_dir=state_dir, verbose=0)
+        events = {"prune_epochs": [1, 2, 4]} if unit == "epochs" else {"prune_steps": [2, 5, 8, 13]}
+        cb = PruningCallback(0.8, criterion=criterion, state_dir=state_dir, verbose=0, **events)
         epochs = EPOCHS
         if mode == "crash":
             callbacks.append(WaitForKill(out))
-    model.fit(data, epochs=epochs, batch_size=32, shuffle=False, verbose=0, callbacks=[cb, *callbacks])
+    model.fit(data, epochs=epochs, batch_size=32, shuffle=False, verbose=0, callbacks=[cb, *callbacks],
+              accumulate_grad_batches=1 if unit == "epochs" else 3)
     arrays = {f"keep/{n}": k for n, k in cb.pruner.keep.items()}
     arrays.update({f"weight/{n}": p.numpy() for n, p in net.named_parameters()})
-    np.savez(out, epochs_completed=cb.epochs_completed, **arrays)
+    np.savez(out, epochs_completed=cb.epochs_completed, steps_completed=cb.steps_completed, **arrays)
 
 
 if __name__ == "__main__":

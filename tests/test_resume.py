@@ -29,9 +29,10 @@ def finish(proc):
     assert proc.returncode == 0, err[-3000:]
 
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
-    full = worker("full", tmp_path / "full_state", tmp_path / "full.npz")
-    crash = worker("crash", tmp_path / "state", tmp_path / "marker")
+@pytest.mark.parametrize("unit, steps", [("epochs", (24, 48)), ("steps", (9, 18))])
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, unit, steps):
+    full = worker("full", tmp_path / "full_state", tmp_path / "full.npz", "fisher", unit)
+    crash = worker("crash", tmp_path / "state", tmp_path / "marker", "fisher", unit)
     deadline = time.monotonic() + 120
     while not (tmp_path / "marker").exists():
         assert crash.poll() is None, crash.communicate()[1][-3000:]
@@ -44,12 +45,14 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     assert latest is not None and latest.endswith("epoch_2")   # epochs 0-2 done, killed inside epoch 3
     saved = np.load(os.path.join(latest, STATE_FILE), allow_pickle=False)
     assert int(saved["callback/epochs_completed"]) == 3 and any(k.startswith("keep/") for k in saved.files)
+    assert int(saved["callback/steps_completed"]) == steps[0]
 
-    resumed = worker("resume", tmp_path / "state", tmp_path / "resumed.npz")
+    resumed = worker("resume", tmp_path / "state", tmp_path / "resumed.npz", "fisher", unit)
     finish(full)
     finish(resumed)
     a, b = np.load(tmp_path / "full.npz"), np.load(tmp_path / "resumed.npz")
     assert int(a["epochs_completed"]) == int(b["epochs_completed"]) == 6
+    assert int(a["steps_completed"]) == int(b["steps_completed"]) == steps[1]
     keys = [k for k in a.files if k.startswith("keep/")]
     assert keys == [k for k in b.files if k.startswith("keep/")] and len(keys) == 2
     for k in keys:
