@@ -1,9 +1,11 @@
 """Training overhead of PruningCallback: whole ``Model.fit`` wall time with the callback vs without it.
 
-    GLOG_minloglevel=2 python benchmarks/overhead.py [--repeats N] [--cases ...] [--quick]
+    GLOG_minloglevel=2 python benchmarks/overhead.py [--repeats N] [--cases ...] [--criteria ...] [--quick]
                                                        [--out docs/overhead.json]
 
-Three cases, each pruned to 90% with the ``magnitude`` and ``fisher`` criteria:
+Three cases, each pruned to 90% with the ``magnitude`` and ``fisher`` criteria (or those of ``--criteria``:
+``--criteria fisher hybrid --out docs/overhead_hybrid.json`` measures what ``hybrid`` costs per step
+beside ``fisher``, whose gradient hooks it shares):
 
 * ``digits_cnn``: the example's CNN and recipe (``examples/digits_cnn.py``: 20 epochs of 23 steps,
   12 prune events), through its ``train`` function;
@@ -37,6 +39,7 @@ from digits_cnn import DigitsCNN
 from digits_cnn import train as train_digits
 
 from paddle_prune_callback import Pruner, PruningCallback
+from paddle_prune_callback.criteria import CRITERIA as CRITERIA_ALL
 
 CRITERIA = ("magnitude", "fisher")
 SPARSITY = 0.9
@@ -153,9 +156,9 @@ CASES = {  # name: (case, default repeats)
 }
 
 
-def measure(run, repeats: int) -> dict:
+def measure(run, repeats: int, criteria=CRITERIA) -> dict:
     """Interleaved runs: dense and each criterion once per repeat, the order rotating between repeats."""
-    arms = (None, *CRITERIA)
+    arms = (None, *criteria)
     run(None)  # warm-up: first-call costs of kernels and allocators are not the callback's
     rows = []
     for r in range(repeats):
@@ -168,10 +171,10 @@ def measure(run, repeats: int) -> dict:
                                    "step_s": spent["step"], "hooks_s": in_hooks["hooks"]}
         rows.append(row)
         print(f"  repeat {r + 1}/{repeats}: " + ", ".join(
-            f"{arm} {row[arm]['seconds']:.2f}s" for arm in ("dense", *CRITERIA)), flush=True)
+            f"{arm} {row[arm]['seconds']:.2f}s" for arm in ("dense", *criteria)), flush=True)
     dense = [row["dense"]["seconds"] for row in rows]
     out = {"dense_seconds": dense, "criteria": {}}
-    for c in CRITERIA:
+    for c in criteria:
         seconds = [row[c]["seconds"] for row in rows]
         ratios = [s / d for s, d in zip(seconds, dense)]
         share = {part: [row[c][f"{part}_s"] / row["dense"]["seconds"] for row in rows]
@@ -195,6 +198,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="interleaved repeats per case (default: 5 for the "
                                                      "digits CNN, 3 for the ResNets)")
     parser.add_argument("--cases", nargs="+", choices=tuple(CASES), default=list(CASES))
+    parser.add_argument("--criteria", nargs="+", choices=tuple(CRITERIA_ALL), default=list(CRITERIA))
     parser.add_argument("--quick", action="store_true", help="toy size, one repeat: checks that it runs")
     parser.add_argument("--out", default=str(common.DOCS / "overhead.json"))
     args = parser.parse_args()
@@ -206,7 +210,7 @@ def main() -> None:
         make, default_repeats = CASES[name]
         repeats = 1 if args.quick else args.repeats or default_repeats
         info, run = make(args.quick)
-        results["cases"][name] = {**info, "repeats": repeats, **measure(run, repeats)}
+        results["cases"][name] = {**info, "repeats": repeats, **measure(run, repeats, tuple(args.criteria))}
         for c, r in results["cases"][name]["criteria"].items():
             print(f"  {c}: median ratio {r['median_ratio']:.3f}", flush=True)
     common.write_json(args.out, results)

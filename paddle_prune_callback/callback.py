@@ -23,7 +23,7 @@ from .visualdl_log import SparsityLogger, format_table, is_main_process
 class PruningCallback(paddle.callbacks.Callback):
     """Gradual unstructured pruning for ``paddle.Model.fit``.
 
-    During training it accumulates each weight's squared gradient (for ``"gradient"`` and ``"fisher"``);
+    During training it accumulates each weight's squared gradient (for every criterion but ``"magnitude"``);
     at the end of each pruning epoch (or after each pruning step) it prunes to the schedule's cumulative
     sparsity; after every optimizer update it re-applies the masks, so pruned weights stay exactly zero.
 
@@ -33,8 +33,9 @@ class PruningCallback(paddle.callbacks.Callback):
         prune_epochs (list[int], optional): 0-based epochs at whose end pruning happens, strictly
             increasing. Default: None, evenly spaced epochs over the first three quarters of the first
             ``fit`` (at most 10), leaving the rest to recover.
-        criterion (str, optional): ``"magnitude"`` |w|, ``"gradient"`` mean g², or ``"fisher"``
-            ½·mean(g²)·w² (Optimal Brain Damage with the empirical Fisher). Default: ``"fisher"``.
+        criterion (str, optional): ``"magnitude"`` |w|, ``"gradient"`` mean g², ``"fisher"``
+            ½·mean(g²)·w² (Optimal Brain Damage with the empirical Fisher), or ``"hybrid"`` w²·sqrt(mean g²)
+            (ranks like |w|·F^¼). Default: ``"fisher"``.
         schedule (str|callable, optional): ``"polynomial"``, ``"linear"``, ``"constant"`` or a callable
             ``(k, n) -> sparsity``; see :class:`PruningSchedule`. Default: ``"polynomial"``.
         scope (str, optional): ``"global"`` ranks all pruned weights together; ``"layer"`` gives every

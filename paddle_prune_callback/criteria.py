@@ -32,8 +32,16 @@ def _fisher(w: paddle.Tensor, g2: Optional[paddle.Tensor]) -> paddle.Tensor:
     return w * w * g2 * 0.5
 
 
+def _hybrid(w: paddle.Tensor, g2: Optional[paddle.Tensor]) -> paddle.Tensor:
+    # The square of the geometric mean of magnitude² and the OBD saliency: ranks like |w|·F^¼. Within a
+    # layer it follows |w| more than OBD does; across layers it budgets between magnitude, which starves
+    # layers of large fan-in (small weights), and OBD, which over-prunes the convolutions.
+    return w * w * paddle.sqrt(g2)
+
+
 CRITERIA = {
     "magnitude": Criterion("magnitude", False, _magnitude, "|w|"),
     "gradient": Criterion("gradient", True, _gradient, "mean(g²)"),
     "fisher": Criterion("fisher", True, _fisher, "½·mean(g²)·w²"),
+    "hybrid": Criterion("hybrid", True, _hybrid, "w²·sqrt(mean(g²))"),
 }

@@ -59,8 +59,8 @@ class Pruner:
 
     Args:
         network (paddle.nn.Layer): the model to prune.
-        criterion (str, optional): ``"magnitude"`` (|w|), ``"gradient"`` (mean g²) or ``"fisher"``
-            (½·mean(g²)·w²). Default: ``"fisher"``.
+        criterion (str, optional): ``"magnitude"`` (|w|), ``"gradient"`` (mean g²), ``"fisher"``
+            (½·mean(g²)·w²) or ``"hybrid"`` (w²·sqrt(mean g²)). Default: ``"fisher"``.
         scope (str, optional): ``"global"`` ranks the scores of all pruned parameters together;
             ``"layer"`` prunes every parameter to the same sparsity. Default: ``"global"``.
         parameters (list[str]|callable, optional): names or fnmatch patterns of the parameters to prune,

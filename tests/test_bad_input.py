@@ -48,7 +48,7 @@ ARGUMENTS = [
     (dict(prune_epochs=[]), ValueError, r"`prune_epochs` is empty"),
     (dict(prune_epochs=[0.5]), TypeError, r"`prune_epochs` must hold integers, got 0.5"),
     (dict(prune_epochs="0,1"), TypeError, r"`prune_epochs` must be a list of 0-based epoch indices"),
-    (dict(criterion="l1"), ValueError, r"`criterion` must be one of \['magnitude', 'gradient', 'fisher'\], got 'l1'"),
+    (dict(criterion="l1"), ValueError, r"`criterion` must be one of \['magnitude', 'gradient', 'fisher', 'hybrid'\], got 'l1'"),
     (dict(scope="channel"), ValueError, r"`scope` must be one of \['global', 'layer'\], got 'channel'"),
     (dict(schedule="cosine"), ValueError, r"`schedule` must be one of \['polynomial', 'linear', 'constant'\]"),
     (dict(schedule=lambda k, n: 0.5 - 0.2 * k), ValueError, r"returned 0.3 for \(k=1, n=2\), below 0.5"),

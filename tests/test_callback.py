@@ -32,7 +32,7 @@ def fit(callbacks, epochs=4, optimizer="adam", net=None, **kwargs):
     return model
 
 
-@pytest.mark.parametrize("criterion", ["magnitude", "gradient", "fisher"])
+@pytest.mark.parametrize("criterion", ["magnitude", "gradient", "fisher", "hybrid"])
 @pytest.mark.parametrize("schedule", ["polynomial", "linear", "constant"])
 def test_fit_reaches_each_scheduled_sparsity_at_the_configured_epochs(criterion, schedule):
     epochs, prune_epochs = 6, [1, 2, 4]
@@ -105,7 +105,7 @@ def test_verbose_zero_is_silent(capsys):
         (dict(), ValueError, r"pass `target_sparsity` \(e.g. 0.9\) or `threshold`"),
         (dict(target_sparsity=0.5, threshold=0.1), ValueError, r"either `target_sparsity` \(0.5\) or `threshold` \(0.1\)"),
         (dict(target_sparsity=1.0), ValueError, r"`target_sparsity` must be in \[0, 1\), got 1.0"),
-        (dict(target_sparsity=0.9, criterion="taylor"), ValueError, r"`criterion` must be one of \['magnitude', 'gradient', 'fisher'\], got 'taylor'"),
+        (dict(target_sparsity=0.9, criterion="taylor"), ValueError, r"`criterion` must be one of \['magnitude', 'gradient', 'fisher', 'hybrid'\], got 'taylor'"),
         (dict(target_sparsity=0.9, scope="model"), ValueError, r"`scope` must be one of \['global', 'layer'\], got 'model'"),
         (dict(target_sparsity=0.9, schedule="exp"), ValueError, r"`schedule` must be one of"),
         (dict(target_sparsity=0.9, prune_epochs=[2, 1]), ValueError, r"increasing order"),

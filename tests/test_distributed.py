@@ -7,7 +7,8 @@ The test process runs this file as a script once per module; the script starts 2
   ``<out>/<criterion>/rank<r>.epoch<e>.npz``: the masks, the combined mean g² the engine scored with, its
   own record of its LOCAL gradients (hooks of ours, registered before the pruner's, in float64), and the
   weights the engine read;
-- a fit stopped after epoch 1 with ``state_dir``, resumed on a fresh model, trained to the end;
+- per criterion in ``RESUME_CRITERIA``, a fit stopped after epoch 1 with ``state_dir``, resumed on a fresh
+  model, trained to the end;
 - the engine in a hand-written loop under fleet collective training;
 - a prune where one rank recorded no batch.
 
@@ -31,7 +32,8 @@ from conftest import MLP, classification_data
 from paddle_prune_callback import Pruner, PruningCallback
 
 ROOT = Path(__file__).resolve().parents[1]
-CRITERIA = ("magnitude", "gradient", "fisher")
+CRITERIA = ("magnitude", "gradient", "fisher", "hybrid")
+RESUME_CRITERIA = ("fisher", "hybrid")
 PRUNE_EPOCHS = (0, 1, 2)
 RESUME_PRUNE_EPOCHS = (0, 2, 3)       # stopped after epoch 1: the checkpoint holds g² of an unfinished window
 TARGET = 0.75
@@ -151,7 +153,7 @@ class _StopAfter(paddle.callbacks.Callback):
         self.model.stop_training = epoch == self.epoch
 
 
-def _interrupt_and_resume(out: Path) -> dict:
+def _interrupt_and_resume(out: Path, criterion: str) -> dict:
     """Train with checkpoints, stop after epoch 1, resume on a fresh model, train to the end."""
     import paddle_prune_callback.callback as callback_module
 
@@ -170,7 +172,7 @@ def _interrupt_and_resume(out: Path) -> dict:
     # Each run under its own name scope, as in a fresh process: optimizer state is saved by parameter name.
     with paddle.utils.unique_name.guard():
         paddle.seed(rank)
-        first = PruningCallback(TARGET, RESUME_PRUNE_EPOCHS, criterion="fisher", state_dir=state_dir, verbose=0)
+        first = PruningCallback(TARGET, RESUME_PRUNE_EPOCHS, criterion=criterion, state_dir=state_dir, verbose=0)
         _model(MLP()).fit(data, epochs=epochs, batch_size=8, shuffle=False, callbacks=[first, _StopAfter(1)],
                           verbose=0)
     with paddle.utils.unique_name.guard():
@@ -184,7 +186,7 @@ def _interrupt_and_resume(out: Path) -> dict:
     with paddle.utils.unique_name.guard():     # the same run without the interruption, for reference
         paddle.seed(rank)
         whole_net = MLP()
-        whole = PruningCallback(TARGET, RESUME_PRUNE_EPOCHS, criterion="fisher", verbose=0)
+        whole = PruningCallback(TARGET, RESUME_PRUNE_EPOCHS, criterion=criterion, verbose=0)
         _model(whole_net).fit(data, epochs=epochs, batch_size=8, shuffle=False, callbacks=[whole], verbose=0)
     np.savez(out / f"rank{rank}.npz", **_keep_arrays(first.pruner, "saved"), **restored, **_keep_arrays(resumed.pruner),
              **_keep_arrays(whole.pruner, "uninterrupted"),
@@ -251,7 +253,7 @@ def _rank_main(out_dir: str) -> None:
     report = {"world_size": paddle.distributed.get_world_size(),
               "fits": {c: _fit_and_probe(c, out / c, calls) for c in CRITERIA},
               "log_writers": writers,
-              "resume": _interrupt_and_resume(out / "resume"),
+              "resume": {c: _interrupt_and_resume(out / "resume" / c, c) for c in RESUME_CRITERIA},
               "custom_loop": _fleet_custom_loop(out / "custom_loop", calls),
               "no_batch_error": _no_batch_error()}
     (out / f"rank{paddle.distributed.get_rank()}.json").write_text(json.dumps(report))
@@ -286,6 +288,8 @@ def _reference_scores(criterion: str, w: np.ndarray, g2: np.ndarray) -> np.ndarr
         return np.abs(w).astype(np.float64)
     if criterion == "gradient":
         return g2
+    if criterion == "hybrid":
+        return np.square(w.astype(np.float64)) * np.sqrt(g2)
     return 0.5 * g2 * np.square(w.astype(np.float64))
 
 
@@ -306,7 +310,7 @@ def test_masks_bitwise_identical_on_every_rank_after_every_prune(dp_run, criteri
         assert pruned > 0
 
 
-@pytest.mark.parametrize("criterion", ("gradient", "fisher"))
+@pytest.mark.parametrize("criterion", ("gradient", "fisher", "hybrid"))
 def test_combined_mean_sq_grad_is_mean_over_ranks_of_local_means(dp_run, criterion):
     for event, (r0, r1) in zip(PRUNE_EPOCHS, _events(dp_run, criterion)):
         for name in _names(r0, "local"):
@@ -370,14 +374,15 @@ def test_only_rank_0_writes_visualdl(dp_run, criterion):
     assert [r.id for r in records] == list(PRUNE_EPOCHS)
 
 
-def test_resume_under_data_parallel(dp_run):
-    reports = [r["resume"] for r in _reports(dp_run)]
+@pytest.mark.parametrize("criterion", RESUME_CRITERIA)
+def test_resume_under_data_parallel(dp_run, criterion):
+    reports = [r["resume"][criterion] for r in _reports(dp_run)]
     assert [r["saves"] for r in reports] == [[0, 1, 2, 3], []]    # only rank 0 writes checkpoints
     assert reports[0]["stopped_after"] == reports[1]["stopped_after"] == 2
     assert reports[0]["history"] == reports[1]["history"]
     assert [h["epoch"] for h in reports[0]["history"]] == [0, 1, 2, 3]
     assert reports[0]["sparsity"] == reports[1]["sparsity"] == pytest.approx(TARGET, abs=0.01)
-    r0, r1 = (dict(np.load(dp_run / "resume" / f"rank{r}.npz")) for r in range(WORLD))
+    r0, r1 = (dict(np.load(dp_run / "resume" / criterion / f"rank{r}.npz")) for r in range(WORLD))
     names = _names(r0, "keep")
     assert len(names) == 2
     for name in names:

@@ -96,7 +96,7 @@ OPTIMIZERS = {
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
-@pytest.mark.parametrize("criterion", ["magnitude", "fisher"])
+@pytest.mark.parametrize("criterion", ["magnitude", "fisher", "hybrid"])
 def test_pruned_weights_stay_zero_after_updates(name, criterion):
     net = MLP()
     opt = OPTIMIZERS[name](net.parameters())
@@ -156,6 +156,53 @@ def test_fisher_prunes_lowest_half_g2_w2_and_resets_accumulators():
     assert (~keep).sum() == round(0.4 * 192)
     assert pruner.num_batches == 0
     assert all(float(a.abs().sum()) == 0 for a in pruner._sq_grads.values())
+
+
+def _hybrid_after_three_batches():
+    """A hybrid pruner that recorded three batches, and, in float64 over all its pruned weights: the weights
+    and the mean g² from gradients taken with paddle.grad (independent of the engine's hooks)."""
+    net = MLP()
+    pruner = Pruner(net, criterion="hybrid").attach()
+    rng = np.random.default_rng(0)
+    batches = [paddle.to_tensor(rng.standard_normal((4, 8)).astype("float32")) for _ in range(3)]
+    params = list(pruner.parameters.values())
+    sq = [np.zeros(p.shape) for p in params]
+    for x in batches:
+        for acc, g in zip(sq, paddle.grad((net(x) ** 2).mean(), params)):
+            acc += g.numpy().astype(np.float64) ** 2
+    for x in batches:
+        (net(x) ** 2).mean().backward()
+        net.clear_gradients()
+        pruner.step()
+    w = np.concatenate([p.numpy().astype(np.float64).ravel() for p in params])
+    return net, pruner, w, np.concatenate([acc.ravel() / 3 for acc in sq])
+
+
+def lowest(scores, k):
+    return set(np.argsort(scores, kind="stable")[:k].tolist())
+
+
+def test_hybrid_scores_match_a_numpy_reference_and_selection_is_exact():
+    net, pruner, w, g2 = _hybrid_after_three_batches()
+    reference = w ** 2 * np.sqrt(g2)
+    k = round(0.4 * w.size)
+    pruner.prune(sparsity=0.4)
+    pruned = set(np.flatnonzero(~np.concatenate([pruner.keep[n] for n in pruner.parameters])).tolist())
+    assert pruned == lowest(reference, k)
+    assert zeros(net.fc1.weight) + zeros(net.fc2.weight) == k
+    assert lowest(reference, k) == lowest(np.abs(w) * g2 ** 0.25, k)        # it ranks like |w|·F^¼
+    assert pruned != lowest(0.5 * g2 * w ** 2, k) and pruned != lowest(np.abs(w), k)   # neither fisher nor magnitude
+
+    # The scores' values, not only their order: a threshold between two reference scores prunes exactly
+    # the weights below it.
+    net, pruner, w, g2 = _hybrid_after_three_batches()
+    reference = w ** 2 * np.sqrt(g2)
+    order = np.sort(reference)
+    separated = np.flatnonzero((order[1:] - order[:-1]) / order[1:] > 1e-3)
+    i = int(separated[np.abs(separated - w.size // 3).argmin()])
+    pruner.prune(threshold=float((order[i] + order[i + 1]) / 2))
+    assert np.array_equal(~np.concatenate([pruner.keep[n] for n in pruner.parameters]), reference <= order[i])
+    assert zeros(net.fc1.weight) + zeros(net.fc2.weight) == i + 1
 
 
 def test_threshold_prunes_scores_below_it():

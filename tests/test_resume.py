@@ -170,3 +170,41 @@ def test_resume_in_the_same_process_maps_optimizer_state_to_new_parameter_names(
     for p, q in zip(net.parameters(), new_net.parameters()):
         np.testing.assert_array_equal(q.numpy(), p.numpy())
     assert resumed.sparsity() == original.sparsity() and resumed.sparsity()["global"] == 0.5
+
+
+class _StopAfter(paddle.callbacks.Callback):
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = epoch == self.epoch
+
+
+@pytest.mark.parametrize("criterion", ["fisher", "hybrid"])
+def test_resumed_between_two_prunes_prunes_as_the_uninterrupted_run(tmp_path, criterion):
+    """Stopped after epoch 1 of prune epochs (0, 2, 3): the checkpoint holds the g² of epoch 1, which the
+    prune at the end of epoch 2 needs. Masks equal the uninterrupted run's, bitwise."""
+    def run(callbacks, epochs, seed=0, model=None):
+        with paddle.utils.unique_name.guard():
+            paddle.seed(seed)
+            model = model or _fresh_model()
+            model.fit(classification_data(), epochs=epochs, batch_size=32, shuffle=False, verbose=0,
+                      callbacks=callbacks)
+        return model
+
+    whole = PruningCallback(0.75, [0, 2, 3], criterion=criterion, verbose=0)
+    run([whole], 4)
+    first = PruningCallback(0.75, [0, 2, 3], criterion=criterion, state_dir=str(tmp_path), verbose=0)
+    run([first, _StopAfter(1)], 4)
+    assert first.epochs_completed == 2 and first.pruner.num_batches == 4       # g² of epoch 1, not yet used
+    with paddle.utils.unique_name.guard():
+        paddle.seed(100)                                     # other initial weights until the checkpoint loads
+        fresh = _fresh_model()
+    resumed = PruningCallback.resume(str(tmp_path), fresh, verbose=0)
+    assert resumed.pruner.num_batches == 4 and resumed.criterion == criterion
+    run([resumed], 2, model=fresh)
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
+    for n, keep in whole.pruner.keep.items():
+        np.testing.assert_array_equal(resumed.pruner.keep[n], keep)
+    assert resumed.sparsity() == whole.sparsity() and whole.sparsity()["global"] == 0.75
