@@ -6,7 +6,7 @@ import contextlib
 import numpy as np
 import paddle
 import paddle.amp.grad_scaler as grad_scaler
-from conftest import MLP, classification_data
+from conftest import MLP, MaskProbe, classification_data, host_values
 
 from paddle_prune_callback import Pruner, PruningCallback
 
@@ -81,19 +81,56 @@ def test_scores_are_unscaled_and_skip_non_finite_batches():
         assert np.isfinite(p.numpy()).all()
 
 
+class Bf16Linear(paddle.nn.Layer):
+    """A Linear whose weight and bias are bfloat16; the forward runs in float32 (bf16 matmul has no CPU
+    kernel), so the gradients reach the bf16 parameters through the casts."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = paddle.nn.Linear(8, 16)
+        self.fc.to(dtype="bfloat16")
+
+    def forward(self, x):
+        return paddle.matmul(x, self.fc.weight.astype("float32")) + self.fc.bias.astype("float32")
+
+
 def test_master_weights_are_masked():
-    """AMP O2 keeps fp32 master weights in the optimizer; fp16 kernels do not exist on CPU, so the master
-    weights are placed where Paddle keeps them (``optimizer._master_weights[param.name]``)."""
-    net = MLP()
-    opt = paddle.optimizer.Momentum(0.1, parameters=net.parameters())
-    opt._master_weights = {p.name: paddle.to_tensor(p.numpy() + 1.0) for p in net.parameters()}
-    pruner = Pruner(net, criterion="magnitude").attach(opt)
+    """``SGD(multi_precision=True)`` makes fp32 master weights of a bf16 parameter at its first update, on CPU
+    too (``optimizer._master_weights[param.name]``; the CPU kernel then updates the bf16 weight directly,
+    a GPU kernel the master). The prune zeroes the pruned positions there and leaves the others as they
+    were; they stay zero through training, and the re-apply after each update zeroes them again."""
+    net = Bf16Linear()
+    opt = paddle.optimizer.SGD(0.1, parameters=net.parameters(), multi_precision=True)
+    pruner = Pruner(net, criterion="gradient").attach(opt)
+    rng = np.random.default_rng(0)
+
+    def train(steps):
+        for _ in range(steps):
+            (net(paddle.to_tensor(rng.standard_normal((4, 8)).astype("float32"))) ** 2).mean().backward()
+            opt.step()
+            opt.clear_grad()
+            pruner.step()
+
+    train(3)
+    assert list(pruner.parameters) == ["fc.weight"] and net.fc.weight.dtype == paddle.bfloat16
+    master = opt._master_weights[net.fc.weight.name]
+    assert master.dtype == paddle.float32 and master.shape == [8, 16]
+    before = master.numpy().reshape(-1).copy()
     pruner.prune(sparsity=0.5)
-    master = opt._master_weights[net.fc1.weight.name]
-    assert (master.numpy().ravel()[~pruner.keep["fc1.weight"]] == 0).all()
-    paddle.assign(paddle.ones_like(master), output=master)   # an update that would regrow them
+    pruned = ~np.asarray(pruner.keep["fc.weight"], dtype=bool).reshape(-1)
+    assert pruned.sum() == 64
+    after = master.numpy().reshape(-1)
+    assert (after[pruned] == 0).all()
+    np.testing.assert_array_equal(after[~pruned], before[~pruned])   # the others untouched
+
+    weights = host_values(net.fc.weight)
+    train(3)
+    assert (master.numpy().reshape(-1)[pruned] == 0).all() and (host_values(net.fc.weight)[pruned] == 0).all()
+    assert (host_values(net.fc.weight)[~pruned] != weights[~pruned]).any()   # the alive weights train on
+
+    paddle.assign(paddle.ones_like(master), output=master)   # a write that would regrow them
     pruner.step()
-    assert int((master.numpy() == 0).sum()) == int((~pruner.keep["fc1.weight"]).sum()) > 0
+    assert (master.numpy().reshape(-1)[pruned] == 0).all() and (master.numpy().reshape(-1)[~pruned] == 1).all()
 
 
 def test_fit_with_amp_configs_on_cpu_prunes_normally():
@@ -102,6 +139,8 @@ def test_fit_with_amp_configs_on_cpu_prunes_normally():
     model.prepare(paddle.optimizer.Adam(0.01, parameters=net.parameters()), paddle.nn.CrossEntropyLoss(),
                   amp_configs="O1")
     cb = PruningCallback(0.5, [0, 1], criterion="fisher", verbose=0)
-    model.fit(classification_data(), epochs=2, batch_size=32, verbose=0, callbacks=[cb])
+    probe = MaskProbe(cb)
+    model.fit(classification_data(), epochs=2, batch_size=32, verbose=0, callbacks=[cb, probe])
+    assert probe.updates_checked == 4
     assert cb.sparsity()["global"] == 0.5
     assert model._scaler is not None and not model._scaler.is_enable()   # AMP is GPU-only

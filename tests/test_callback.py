@@ -3,23 +3,9 @@ from __future__ import annotations
 import numpy as np
 import paddle
 import pytest
-from conftest import MLP, classification_data
+from conftest import MLP, GradientRecord, MaskProbe, classification_data
 
 from paddle_prune_callback import PruningCallback, PruningSchedule
-
-
-class WeightProbe(paddle.callbacks.Callback):
-    """Counts exact zeros in the pruned weights at every epoch end (placed after PruningCallback)."""
-
-    def __init__(self, names=("fc1.weight", "fc2.weight")):
-        super().__init__()
-        self.names = names
-        self.zeros = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        params = dict(self.model.network.named_parameters())
-        self.zeros.append(sum(int(params[n].numpy().size - np.count_nonzero(params[n].numpy()))
-                              for n in self.names))
 
 
 def fit(callbacks, epochs=4, optimizer="adam", net=None, **kwargs):
@@ -37,8 +23,9 @@ def fit(callbacks, epochs=4, optimizer="adam", net=None, **kwargs):
 def test_fit_reaches_each_scheduled_sparsity_at_the_configured_epochs(criterion, schedule):
     epochs, prune_epochs = 6, [1, 2, 4]
     cb = PruningCallback(0.8, prune_epochs, criterion=criterion, schedule=schedule, verbose=0)
-    probe = WeightProbe()
+    probe = MaskProbe(cb)
     fit([cb, probe], epochs=epochs, optimizer="momentum")
+    assert probe.updates_checked == 4 * 4     # every batch of the epochs after the first prune
     expected, current = [], 0
     for epoch in range(epochs):
         should, target = PruningSchedule(0.8, prune_epochs, schedule)(epoch)
@@ -54,29 +41,49 @@ def test_layer_scope_and_threshold_through_fit():
     fit([cb], epochs=2)
     assert cb.sparsity()["fc1.weight"] == 0.5 and cb.sparsity()["fc2.weight"] == 0.5
 
-    cb = PruningCallback(threshold=1e-6, prune_epochs=[0, 1], criterion="fisher", verbose=0)
-    probe = WeightProbe()
-    fit([cb, probe], epochs=3)
-    assert 0 < probe.zeros[0] <= probe.zeros[1] == probe.zeros[2] < 192
+    threshold = 1e-6
+    names = ["fc1.weight", "fc2.weight"]
+    cb = PruningCallback(threshold=threshold, prune_epochs=[0, 1], criterion="fisher", verbose=0)
+    record, probe = GradientRecord(names), MaskProbe(cb)
+    fit([record, cb, probe], epochs=3)
+    # the reference: at each pruning epoch, every weight still alive whose ½·mean(g²)·w² over that epoch
+    # (from the test's own hooks) is below the threshold is pruned, but each parameter's best one
+    before = {n: np.zeros(128 if n == "fc1.weight" else 64, dtype=bool) for n in names}
+    pruned_now = 0
+    for epoch in (0, 1):
+        after = probe.pruned_at_epoch_end[epoch]
+        for n, score in record.fisher(epoch).items():
+            alive = ~before[n]
+            below = alive & (score < threshold)
+            below[np.flatnonzero(alive)[np.argmax(score[alive])]] = False
+            clear = np.abs(score - threshold) > 1e-4 * threshold   # leave float32 rounding at the cut out
+            np.testing.assert_array_equal(after[n][clear], (before[n] | below)[clear])
+            assert np.count_nonzero(~clear & alive) <= 2
+            pruned_now += int(np.count_nonzero(after[n] & ~before[n]))
+        before = after
+    assert 0 < pruned_now == probe.zeros[2] < 192
+    assert probe.zeros[1] == probe.zeros[2]
     assert cb.history[-1]["target_sparsity"] is None
 
 
 def test_default_prune_epochs_follow_the_first_fit():
     cb = PruningCallback(0.6, criterion="magnitude", verbose=0)
-    probe = WeightProbe()
+    probe = MaskProbe(cb)
     fit([cb, probe], epochs=4)
     assert cb.prune_epochs == (0, 1, 2)
     assert probe.zeros[2] == probe.zeros[3] == round(0.6 * 192) > probe.zeros[1] > probe.zeros[0] > 0
+    assert probe.updates_checked == 3 * 4
 
 
 def test_reused_callback_keeps_masks_and_counts_epochs_across_fits():
     net = MLP()
     cb = PruningCallback(0.75, [0, 1], criterion="fisher", schedule="linear", verbose=0)
-    probe = WeightProbe()
+    probe = MaskProbe(cb)
     fit([cb, probe], epochs=2, net=net)
     assert probe.zeros == [round(0.375 * 192), round(0.75 * 192)]
     fit([cb, probe], epochs=2, net=net, optimizer="momentum")   # a fresh optimizer: masks still hold
     assert probe.zeros[2:] == [round(0.75 * 192)] * 2
+    assert probe.updates_checked == 4 + 8
     assert [h["epoch"] for h in cb.history] == [0, 1, 2, 3]
 
 

@@ -4,43 +4,32 @@ from __future__ import annotations
 import numpy as np
 import paddle
 import pytest
-from conftest import MLP, classification_data
+from conftest import MLP, GradientRecord, MaskProbe, assert_pruned_lowest, classification_data
 
 from paddle_prune_callback import PruningCallback
 
 
-class Probe(paddle.callbacks.Callback):
-    """Counts exact zeros in the callback's pruned parameters at every epoch end."""
-
-    def __init__(self, pruning):
-        super().__init__()
-        self.pruning = pruning
-        self.zeros = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        params = self.pruning.pruner.parameters.values()
-        self.zeros.append(sum(int(p.numpy().size - np.count_nonzero(p.numpy())) for p in params))
-
-
-def fit_regression(net, x, epochs=3, callbacks=(), **fit_kwargs):
+def fit_regression(net, x, epochs=3, callbacks=(), optimizer=None, **fit_kwargs):
     with paddle.no_grad():
         y = net(paddle.to_tensor(x)).numpy() + 0.1
     data = paddle.io.TensorDataset([paddle.to_tensor(x), paddle.to_tensor(y)])
     model = paddle.Model(net)
-    model.prepare(paddle.optimizer.Momentum(0.01, parameters=net.parameters(), weight_decay=0.01),
+    model.prepare(optimizer or paddle.optimizer.Momentum(0.01, parameters=net.parameters(), weight_decay=0.01),
                   paddle.nn.MSELoss())
     model.fit(data, epochs=epochs, batch_size=8, verbose=0, callbacks=list(callbacks), **fit_kwargs)
     return model
 
 
-def prune_and_check(net, x, expected_names, criterion="fisher", **fit_kwargs):
+def prune_and_check(net, x, expected_names, criterion="fisher", record=None, **fit_kwargs):
+    """Prune to 0.5 at the end of epoch 0 of 3; the masks are checked after every update."""
     cb = PruningCallback(0.5, [0], criterion=criterion, verbose=0)
-    probe = Probe(cb)
-    fit_regression(net, x, callbacks=[cb, probe], **fit_kwargs)
+    probe = MaskProbe(cb)
+    fit_regression(net, x, callbacks=([record] if record else []) + [cb, probe], **fit_kwargs)
     assert list(cb.pruner.parameters) == expected_names
     total = sum(int(np.prod(p.shape)) for p in cb.pruner.parameters.values())
     assert probe.zeros == [round(0.5 * total)] * 3       # reached at epoch 0, held through two more epochs
-    return cb
+    assert probe.updates_checked == 2 * -(-len(x) // 8)   # every batch of epochs 1 and 2
+    return cb, probe
 
 
 rng = np.random.default_rng(0)
@@ -99,15 +88,29 @@ class EmbeddingNet(paddle.nn.Layer):
     ids=["conv1d", "conv2d-groups+transpose", "conv3d", "embedding"],
 )
 def test_layer_types_are_pruned_and_normalization_is_not(net, x, names):
-    cb = prune_and_check(net(), x, names)
+    cb, _ = prune_and_check(net(), x, names)
     assert cb.sparsity()["global"] == pytest.approx(0.5, abs=1e-3)
 
 
+def assert_mean_sq_grads(cb, record, epochs, probe):
+    """The package's mean g² equals the test's own, from its hooks, at every weight still alive (what a
+    pruned weight accumulates is never used: its score is the lowest whatever it is)."""
+    g2 = cb.pruner.mean_sq_grads()
+    alive = {n: ~m for n, m in probe.pruned().items()}
+    for name in record.names:
+        expected = record.mean_sq_grad(name, epochs).reshape(-1)
+        np.testing.assert_allclose(g2[name][alive[name]], expected[alive[name]], rtol=1e-5, atol=1e-12)
+
+
 def test_gradient_accumulation():
-    net = MLP()
+    """Every backward counts, not only those followed by an update: 8 batches per epoch, 3 updates."""
+    names = ["fc1.weight", "fc2.weight"]
+    record = GradientRecord(names)
     x = rng.standard_normal((64, 8)).astype("float32")
-    cb = prune_and_check(net, x, ["fc1.weight", "fc2.weight"], accumulate_grad_batches=3)
-    assert cb.pruner.num_batches == 16      # every backward counts: 8 batches × 2 epochs since the prune
+    cb, probe = prune_and_check(MLP(), x, names, record=record, accumulate_grad_batches=3)
+    assert record.batches == {0: 8, 1: 8, 2: 8} and all(len(record.grads[n][0]) == 8 for n in names)
+    assert_pruned_lowest(record.fisher(0), probe.pruned_at_epoch_end[0])
+    assert_mean_sq_grads(cb, record, [1, 2], probe)    # since the prune: 16 backward passes
 
 
 class Tied(paddle.nn.Layer):
@@ -123,11 +126,35 @@ class Tied(paddle.nn.Layer):
 
 
 def test_tied_weight_used_twice_in_one_forward():
-    seen = []
-    net = Tied()
-    net.fc.weight.register_hook(lambda g: seen.append(1))
-    prune_and_check(net, rng.standard_normal((32, 8)).astype("float32"), ["fc.weight", "out.weight"])
-    assert len(seen) == 12     # the hook fires once per backward (4 batches × 3 epochs), not twice
+    """The score of a weight used twice is built from its whole gradient, the sum over both uses."""
+    names = ["fc.weight", "out.weight"]
+    record = GradientRecord(names)
+    cb, probe = prune_and_check(Tied(), rng.standard_normal((32, 8)).astype("float32"), names, record=record)
+    assert [len(record.grads["fc.weight"][e]) for e in range(3)] == [4, 4, 4]   # one gradient per backward
+    assert_pruned_lowest(record.fisher(0), probe.pruned_at_epoch_end[0])
+    assert_mean_sq_grads(cb, record, [1, 2], probe)
+
+
+def test_lookahead_revives_pruned_weights_at_every_update_and_the_masks_hold_them():
+    """LookAhead wraps Adam: the engine cannot reach the inner moments or the slow weights, so every update
+    moves the pruned weights again. They are zero after each update only because the masks are re-applied
+    after each one, which the per-update check sees and an epoch-end check would not."""
+    net = MLP()
+    revived = []
+
+    class Before(paddle.callbacks.Callback):   # listed before the PruningCallback: sees the update only
+        def on_train_batch_end(self, step, logs=None):
+            if cb.pruner.keep:
+                pruned = ~np.asarray(cb.pruner.keep["fc1.weight"], dtype=bool).reshape(-1)
+                revived.append(int(np.count_nonzero(net.fc1.weight.numpy().reshape(-1)[pruned])))
+
+    cb = PruningCallback(0.5, [0], criterion="magnitude", verbose=0)
+    probe = MaskProbe(cb)
+    opt = paddle.incubate.optimizer.LookAhead(paddle.optimizer.Adam(0.01, parameters=net.parameters()), k=3)
+    fit_regression(net, rng.standard_normal((32, 8)).astype("float32"), optimizer=opt,
+                   callbacks=[Before(), cb, probe])
+    assert probe.zeros == [96] * 3 and probe.updates_checked == 8
+    assert len(revived) == 8 and min(revived) > 0
 
 
 class Alternating(paddle.nn.Layer):
@@ -145,13 +172,19 @@ class Alternating(paddle.nn.Layer):
 
 
 def test_parameters_without_gradient_in_some_steps():
+    """A batch that gives a parameter no gradient counts as a zero gradient in its mean."""
     net = Alternating()
     x = rng.standard_normal((32, 8)).astype("float32")
     cb = PruningCallback(0.5, [0], criterion="gradient", verbose=0)
-    probe = Probe(cb)
-    fit_regression(net, x, epochs=2, callbacks=[cb, probe])
-    assert probe.zeros == [16, 16]
-    # each branch saw gradients in half of the 4 batches; the mean is over all batches, so both count
+    record = GradientRecord(["a.weight", "b.weight"])
+    probe = MaskProbe(cb)
+    fit_regression(net, x, epochs=2, callbacks=[record, cb, probe])
+    assert probe.zeros == [16, 16] and probe.updates_checked == 4
+    # each branch saw gradients in 2 of the 4 batches of each epoch
+    assert all(len(record.grads[n][e]) == 2 for n in record.names for e in (0, 1))
+    scores = {n: record.mean_sq_grad(n, [0]) for n in record.names}
+    assert_pruned_lowest(scores, probe.pruned_at_epoch_end[0])
+    assert_mean_sq_grads(cb, record, [1], probe)
     assert 0 < cb.sparsity()["a.weight"] < 1 and 0 < cb.sparsity()["b.weight"] < 1
 
 
@@ -179,7 +212,7 @@ def test_fit_with_eval_and_every_builtin_callback(tmp_path):
     model.prepare(paddle.optimizer.Momentum(scheduler, parameters=net.parameters()), paddle.nn.CrossEntropyLoss(),
                   paddle.metric.Accuracy())
     cb = PruningCallback(0.6, [0, 1], criterion="fisher", log_dir=str(tmp_path / "vdl"), verbose=0)
-    probe = Probe(cb)
+    probe = MaskProbe(cb)
     callbacks = [
         cb, probe,
         paddle.callbacks.EarlyStopping(monitor="acc", mode="max", patience=10, save_best_model=False),

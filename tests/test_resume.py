@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 import pytest
-from conftest import MLP, classification_data
+from conftest import MLP, MaskProbe, classification_data
 
 from paddle_prune_callback import PruningCallback
 from paddle_prune_callback.checkpoint import STATE_FILE, latest_checkpoint
@@ -68,7 +68,9 @@ def _trained(tmp_path, criterion="fisher", net=None, epochs=2):
     model = paddle.Model(net)
     model.prepare(paddle.optimizer.Adam(0.01, parameters=net.parameters()), paddle.nn.CrossEntropyLoss())
     cb = PruningCallback(0.5, [0], criterion=criterion, state_dir=str(tmp_path), verbose=0)
-    model.fit(classification_data(), epochs=epochs, batch_size=32, verbose=0, callbacks=[cb])
+    probe = MaskProbe(cb)
+    model.fit(classification_data(), epochs=epochs, batch_size=32, verbose=0, callbacks=[cb, probe])
+    assert probe.updates_checked == (epochs - 1) * 4
     return model, cb
 
 

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import paddle
 import pytest
+from conftest import MaskProbe
 
 from paddle_prune_callback import PruningCallback
 from paddle_prune_callback.visualdl_log import RUN_NAME, SparsityLogger, format_table
@@ -40,8 +41,10 @@ def tiny_fit(log_dir, verbose=0):
     model, train_data, eval_data = tiny_model()
     cb = PruningCallback(target_sparsity=TARGET, prune_epochs=PRUNE_EPOCHS, criterion="fisher", log_dir=log_dir,
                          verbose=verbose)
-    callbacks = [cb] + ([paddle.callbacks.VisualDL(log_dir=log_dir)] if log_dir is not None else [])
+    probe = MaskProbe(cb)
+    callbacks = [cb, probe] + ([paddle.callbacks.VisualDL(log_dir=log_dir)] if log_dir is not None else [])
     model.fit(train_data, eval_data, epochs=EPOCHS, batch_size=64, verbose=0, callbacks=callbacks)
+    assert probe.updates_checked == (EPOCHS - 1) * 4     # every batch after the first prune
     return cb
 
 
