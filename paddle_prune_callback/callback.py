@@ -45,8 +45,10 @@ class PruningCallback(paddle.callbacks.Callback):
             ``ndim >= 2`` outside normalization layers.
         threshold (float, optional): instead of ``target_sparsity``, prune at each pruning epoch every
             weight whose score is below this value. Default: None.
-        pattern (str|Pattern, optional): which weights compete: ``"unstructured"`` (any weight), or a
-            :class:`~paddle_prune_callback.patterns.Pattern`. Default: ``"unstructured"``.
+        pattern (str|Pattern, optional): which weights compete: ``"unstructured"`` (any weight),
+            ``"channel"`` (whole channel groups, for :func:`~paddle_prune_callback.slim`; the network is
+            traced from ``paddle.Model(inputs=...)`` when given, else from the first training batch), or
+            a :class:`~paddle_prune_callback.patterns.Pattern`. Default: ``"unstructured"``.
         log_dir (str, optional): VisualDL log directory; the pruning run is written to
             ``<log_dir>/pruning``. Default: None, no VisualDL output.
         verbose (int, optional): 0 silent, 1 a line per pruning epoch and a summary table at train end.
@@ -120,6 +122,7 @@ class PruningCallback(paddle.callbacks.Callback):
         self._step_events: frozenset = frozenset()
         self._pruned_this_epoch = False
         self._logger = SparsityLogger(self.log_dir) if self.log_dir is not None else None
+        self._trace_hook = None
 
     @property
     def _unit(self) -> str:
@@ -190,7 +193,13 @@ class PruningCallback(paddle.callbacks.Callback):
         if self.pruner is not None and self.pruner.network is not network:
             raise ValueError("this PruningCallback already prunes another network; create a new callback for "
                              "each model.")
-        pruner = self.pruner or Pruner(network, self.criterion, self.scope, self.parameters, pattern=self.pattern)
+        pruner = self.pruner
+        if pruner is None and self.pattern.needs_example_inputs:
+            specs = model_input_specs(getattr(self, "model", None))
+            if specs is not None:
+                self.pattern = self.pattern.with_example_inputs(specs)
+        if pruner is None and not self.pattern.needs_example_inputs:
+            pruner = Pruner(network, self.criterion, self.scope, self.parameters, pattern=self.pattern)
         if self.prune_steps is None:
             self.prune_epochs = prune_epochs
         self._schedule = self._make_schedule()
@@ -200,7 +209,19 @@ class PruningCallback(paddle.callbacks.Callback):
         self._pruned_this_epoch = False
         self.not_reached = []
         self.pruner = pruner
-        pruner.attach(optimizer, scaler=scaler)
+        if pruner is None:   # the pattern traces the network: from the first training batch, before its forward
+            self._trace_hook = network.register_forward_pre_hook(self._first_batch_hook(network, optimizer, scaler))
+        else:
+            pruner.attach(optimizer, scaler=scaler)
+
+    def _first_batch_hook(self, network: paddle.nn.Layer, optimizer, scaler):
+        def hook(layer, inputs):
+            self._trace_hook.remove()
+            self._trace_hook = None
+            self.pattern = self.pattern.with_example_inputs([x for x in inputs if isinstance(x, paddle.Tensor)])
+            self.pruner = Pruner(network, self.criterion, self.scope, self.parameters, pattern=self.pattern)
+            self.pruner.attach(optimizer, scaler=scaler)
+        return hook
 
     def _after_update(self, batches: Optional[int] = None) -> None:
         """After an optimizer update: re-apply the masks, count the update's batches and the step, and
@@ -405,6 +426,17 @@ class PruningCallback(paddle.callbacks.Callback):
         else:
             hp["threshold"] = self.threshold
         return hp
+
+
+def model_input_specs(model) -> Optional[list]:
+    """The ``InputSpec`` objects given to ``paddle.Model(inputs=...)`` when every axis but the batch is known."""
+    if getattr(model, "_input_info", None) is None:
+        return None
+    specs = model._inputs if isinstance(model._inputs, (list, tuple)) else [model._inputs]
+    if not specs or not all(isinstance(s, paddle.static.InputSpec) and s.shape is not None
+                            and all(d is not None and d > 0 for d in list(s.shape)[1:]) for s in specs):
+        return None
+    return list(specs)
 
 
 def _few(indices: Sequence[int], shown: int = 8) -> str:

@@ -67,7 +67,10 @@ class Pruner:
             or a callable ``(name, param) -> bool``. Default: None, every trainable parameter with
             ``ndim >= 2`` outside normalization layers.
         pattern (str|Pattern, optional): which weights compete: ``"unstructured"`` (any weight), or a
-            :class:`~paddle_prune_callback.patterns.Pattern`. Default: ``"unstructured"``.
+            :class:`~paddle_prune_callback.patterns.Pattern`; ``"channel"`` prunes whole channel groups
+            (see :mod:`~paddle_prune_callback.channel_pattern`). Default: ``"unstructured"``.
+        example_inputs (paddle.Tensor|list, optional): a batch of inputs (or ``InputSpec`` objects) that
+            ``pattern="channel"`` traces the network with. Default: None.
 
     Raises:
         RuntimeError: in static graph mode.
@@ -76,10 +79,12 @@ class Pruner:
     """
 
     def __init__(self, network: paddle.nn.Layer, criterion: str = "fisher", scope: str = "global",
-                 parameters: ParameterSpec = None, pattern: PatternSpec = "unstructured"):
+                 parameters: ParameterSpec = None, pattern: PatternSpec = "unstructured", example_inputs=None):
         self.criterion = CRITERIA[check_choice("criterion", criterion, tuple(CRITERIA))]
         self.scope = check_choice("scope", scope, SCOPES)
         self.pattern = check_pattern(pattern, scope=self.scope)
+        if example_inputs is not None:
+            self.pattern = self.pattern.with_example_inputs(example_inputs)
         require_dynamic_mode()
         self.network = network
         spec = check_parameter_spec(parameters)

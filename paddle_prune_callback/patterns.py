@@ -68,6 +68,16 @@ class Pattern:
 
     name = "pattern"
 
+    @property
+    def needs_example_inputs(self) -> bool:
+        """True for a pattern that must trace the network and has no example inputs yet."""
+        return False
+
+    def with_example_inputs(self, example_inputs) -> "Pattern":
+        """This pattern, tracing from ``example_inputs``; patterns that do not trace refuse them."""
+        raise ValueError(f"`example_inputs` is for pattern='channel', which traces the network; pattern "
+                         f"{self.name!r} does not use them. Leave `example_inputs` out.")
+
     def default_sparsity(self) -> Optional[float]:
         """The target sparsity implied by the pattern when none is given (None: one must be given)."""
         return None
@@ -154,7 +164,13 @@ PatternSpec = Union[str, Pattern]
 # N:M ("2:4") and "channel" add their entries here.
 _FACTORIES: List[tuple[str, str, Callable[[str], Pattern]]] = [
     ("unstructured", "unstructured", lambda spec: Unstructured()),
+    ("channel", "channel", lambda spec: _channel()),
 ]
+
+
+def _channel() -> Pattern:
+    from .channel_pattern import Channel   # imports the tracer; patterns.py stays below it
+    return Channel()
 
 
 def pattern_names() -> List[str]:
