@@ -9,11 +9,12 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import paddle
 
-from ._validation import check_choice, check_epochs, check_fraction, check_threshold, check_verbose
+from ._validation import check_bool, check_choice, check_epochs, check_fraction, check_threshold, check_verbose
 from .checkpoint import MODEL_PREFIX, STATE_FILE, latest_checkpoint, load_state, save_checkpoint
 from .criteria import CRITERIA
 from .engine import SCOPES, Pruner, require_dynamic_mode
 from .fit_plan import FitPlan, hapi_fit_plan
+from .masks import MASK_DTYPES
 from .parameters import ParameterSpec, check_parameter_spec
 from .patterns import PatternSpec, check_pattern
 from .schedule import PruningSchedule, ScheduleSpec, check_schedule, default_prune_epochs
@@ -29,7 +30,8 @@ class PruningCallback(paddle.callbacks.Callback):
 
     Args:
         target_sparsity (float, optional): fraction of the pruned parameters' weights that are zero after
-            the last pruning epoch, in [0, 1). Give this or ``threshold``. Default: None.
+            the last pruning epoch, in [0, 1). Give this or ``threshold`` (or neither, with ``hold_zeros``:
+            then the callback only holds the zeros it finds). Default: None.
         prune_epochs (list[int], optional): 0-based epochs at whose end pruning happens, strictly
             increasing. Default: None, evenly spaced epochs over the first three quarters of the first
             ``fit`` (at most 10), leaving the rest to recover.
@@ -49,6 +51,13 @@ class PruningCallback(paddle.callbacks.Callback):
             ``"channel"`` (whole channel groups, for :func:`~paddle_prune_callback.slim`; the network is
             traced from ``paddle.Model(inputs=...)`` when given, else from the first training batch), or
             a :class:`~paddle_prune_callback.patterns.Pattern`. Default: ``"unstructured"``.
+        mask_dtype (str, optional): how masks are held on the device: ``"bool"`` (1 byte per weight),
+            ``"float"`` (the parameter's dtype; faster to re-apply on CPU) or ``"auto"`` (``"float"`` for
+            float32/float64 parameters on CPU, ``"bool"`` otherwise). Default: ``"auto"``.
+        hold_zeros (bool, optional): mask the weights that are exactly zero when training starts (a pruned
+            checkpoint's): counted as pruned, never revived, their optimizer state zeroed. Schedule targets
+            below the sparsity found prune nothing more. Default: False (zero-initialised layers, such as
+            LoRA's B matrix, must be free to grow).
         log_dir (str, optional): VisualDL log directory; the pruning run is written to
             ``<log_dir>/pruning``. Default: None, no VisualDL output.
         verbose (int, optional): 0 silent, 1 a line per pruning epoch and a summary table at train end.
@@ -79,16 +88,18 @@ class PruningCallback(paddle.callbacks.Callback):
                  parameters: ParameterSpec = None, threshold: Optional[float] = None,
                  log_dir: Optional[str] = None, verbose: int = 1, state_dir: Optional[str] = None,
                  keep_checkpoints: int = 2, pattern: PatternSpec = "unstructured",
-                 prune_steps: Optional[Sequence[int]] = None):
+                 prune_steps: Optional[Sequence[int]] = None, mask_dtype: str = "auto", hold_zeros: bool = False):
         super().__init__()
         if prune_epochs is not None and prune_steps is not None:
             raise ValueError(f"pass either `prune_epochs` ({prune_epochs!r}) or `prune_steps` ({prune_steps!r}), "
                              f"not both.")
         self.scope = check_choice("scope", scope, SCOPES)
         self.pattern = check_pattern(pattern, scope=self.scope, threshold=threshold, target_sparsity=target_sparsity)
+        self.mask_dtype = check_choice("mask_dtype", mask_dtype, MASK_DTYPES)
+        self.hold_zeros = check_bool("hold_zeros", hold_zeros)
         if target_sparsity is None and threshold is None:
             target_sparsity = self.pattern.default_sparsity()
-        if target_sparsity is None and threshold is None:
+        if target_sparsity is None and threshold is None and not hold_zeros:
             raise ValueError("pass `target_sparsity` (e.g. 0.9) or `threshold` (prune scores below it).")
         if target_sparsity is not None and threshold is not None:
             raise ValueError(f"pass either `target_sparsity` ({target_sparsity!r}) or `threshold` "
@@ -98,6 +109,11 @@ class PruningCallback(paddle.callbacks.Callback):
         self.threshold = None if threshold is None else check_threshold(threshold)
         self.prune_epochs = None if prune_epochs is None else check_epochs(prune_epochs)
         self.prune_steps = None if prune_steps is None else check_epochs(prune_steps, "prune_steps")
+        self._holds_only = self.target_sparsity is None and self.threshold is None
+        if self._holds_only and (self.prune_epochs or self.prune_steps) is not None:
+            events = list(self.prune_epochs or self.prune_steps)
+            raise ValueError(f"`prune_epochs`/`prune_steps` ({events}) need `target_sparsity` or `threshold`; "
+                             f"with `hold_zeros` alone the callback only holds the zeros it finds.")
         self.criterion = check_choice("criterion", criterion, tuple(CRITERIA))
         self.schedule = check_schedule(schedule)
         self.parameters = check_parameter_spec(parameters)
@@ -173,8 +189,8 @@ class PruningCallback(paddle.callbacks.Callback):
         require_dynamic_mode()
         if self.prune_steps is None:
             last_epoch = self.epochs_completed + plan.epochs - 1
-            prune_epochs = self.prune_epochs or tuple(self.epochs_completed + e
-                                                      for e in default_prune_epochs(plan.epochs))
+            prune_epochs = () if self._holds_only else self.prune_epochs or tuple(
+                self.epochs_completed + e for e in default_prune_epochs(plan.epochs))
             beyond = [e for e in prune_epochs if e > last_epoch]
             if beyond:
                 fix = (f"pass epochs >= {beyond[-1] - self.epochs_completed + 1} to fit" if plan.why.startswith("epochs")
@@ -199,7 +215,8 @@ class PruningCallback(paddle.callbacks.Callback):
             if specs is not None:
                 self.pattern = self.pattern.with_example_inputs(specs)
         if pruner is None and not self.pattern.needs_example_inputs:
-            pruner = Pruner(network, self.criterion, self.scope, self.parameters, pattern=self.pattern)
+            pruner = Pruner(network, self.criterion, self.scope, self.parameters, pattern=self.pattern,
+                            mask_dtype=self.mask_dtype, hold_zeros=self.hold_zeros)
         if self.prune_steps is None:
             self.prune_epochs = prune_epochs
         self._schedule = self._make_schedule()
@@ -219,7 +236,8 @@ class PruningCallback(paddle.callbacks.Callback):
             self._trace_hook.remove()
             self._trace_hook = None
             self.pattern = self.pattern.with_example_inputs([x for x in inputs if isinstance(x, paddle.Tensor)])
-            self.pruner = Pruner(network, self.criterion, self.scope, self.parameters, pattern=self.pattern)
+            self.pruner = Pruner(network, self.criterion, self.scope, self.parameters, pattern=self.pattern,
+                                 mask_dtype=self.mask_dtype, hold_zeros=self.hold_zeros)
             self.pruner.attach(optimizer, scaler=scaler)
         return hook
 
@@ -321,6 +339,7 @@ class PruningCallback(paddle.callbacks.Callback):
             "prune_steps": np.asarray(self.prune_steps or (), dtype=np.int64),
             "schedule": np.asarray(self.schedule if isinstance(self.schedule, str) else "<callable>"),
             "scope": np.asarray(self.scope),
+            "hold_zeros": np.asarray(self.hold_zeros),
             "parameters": parameters,
             "parameters_kind": np.asarray(kind),
             "epochs_completed": np.asarray(self.epochs_completed, dtype=np.int64),
@@ -362,7 +381,8 @@ class PruningCallback(paddle.callbacks.Callback):
             ValueError: the state file is truncated or does not fit ``model`` (other parameter names or
                 shapes, other criterion); the model is left untouched.
         """
-        allowed = {"log_dir", "verbose", "state_dir", "keep_checkpoints", "schedule", "parameters", "pattern"}
+        allowed = {"log_dir", "verbose", "state_dir", "keep_checkpoints", "schedule", "parameters", "pattern",
+                   "mask_dtype"}
         unknown = sorted(set(overrides) - allowed)
         if unknown:
             raise TypeError(f"resume() cannot override {unknown}: they are part of the saved run; it accepts "
@@ -375,7 +395,8 @@ class PruningCallback(paddle.callbacks.Callback):
         state = load_state(state_file)
         try:
             cb = cls._from_state(state, overrides, from_dir)
-            cb.pruner = Pruner(model.network, cb.criterion, cb.scope, cb.parameters, pattern=cb.pattern)
+            cb.pruner = Pruner(model.network, cb.criterion, cb.scope, cb.parameters, pattern=cb.pattern,
+                               mask_dtype=cb.mask_dtype, hold_zeros=cb.hold_zeros)
             cb.pruner.check_state_dict(state)
         except (KeyError, TypeError, ValueError) as err:
             detail = f"missing entry {err}" if isinstance(err, KeyError) else str(err)
@@ -401,11 +422,12 @@ class PruningCallback(paddle.callbacks.Callback):
                              "resume(..., parameters=fn).")
         steps = [int(s) for s in state.get("callback/prune_steps", ())]
         config = dict(target_sparsity=optional("target_sparsity"), threshold=optional("threshold"),
-                      prune_epochs=None if steps else [int(e) for e in get("prune_epochs")],
+                      prune_epochs=None if steps else [int(e) for e in get("prune_epochs")] or None,
                       prune_steps=steps or None, criterion=str(state["criterion"]),
                       schedule=schedule, scope=str(get("scope")),
                       parameters=[str(p) for p in get("parameters")] if kind == "list" else None,
-                      pattern=str(state["pattern"]) if "pattern" in state else "unstructured", state_dir=state_dir)
+                      pattern=str(state["pattern"]) if "pattern" in state else "unstructured", state_dir=state_dir,
+                      hold_zeros=bool(state.get("callback/hold_zeros", False)))
         config.update(overrides)
         cb = cls(**config)
         cb.epochs_completed = int(get("epochs_completed"))
@@ -423,7 +445,7 @@ class PruningCallback(paddle.callbacks.Callback):
               f"prune_{self._unit}s": ",".join(map(str, self._events))}
         if self.target_sparsity is not None:
             hp["target_sparsity"] = self.target_sparsity
-        else:
+        elif self.threshold is not None:
             hp["threshold"] = self.threshold
         return hp
 

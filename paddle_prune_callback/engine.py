@@ -24,11 +24,16 @@ Its lifecycle:
 1. ``__init__``: validate the arguments, resolve the ``parameters`` selection, let the pattern check its
    options and ``plan`` the managed parameters (it may leave some dense with a reason, or add coupled
    ones). Nothing changes before all of this has passed.
-2. ``attach``: gradient hooks on the managed parameters (accumulate g², mask gradients).
+2. ``attach``: gradient hooks on the managed parameters (accumulate g² in ``accumulate.py``, mask
+   gradients); with ``hold_zeros``, mask the weights that are exactly zero now; re-apply the masks.
 3. ``step`` after every optimizer update: re-apply the masks, commit the batch's g².
 4. ``prune``: check weights and g² are finite, hand the pattern a ``ScoreSource`` (scores on demand, one
-   parameter at a time, on the parameter's device), AND the keep-masks it returns with the old ones, apply
-   them, zero the newly pruned weights' optimizer state, restart g².
+   parameter at a time, on the parameter's device; weights already pruned or exactly zero score −1), AND
+   the keep-masks it returns with the old ones, apply them all or none (weights, optimizer state, masks),
+   restart g².
+
+Masks (``masks.py``) live on the parameter's device, as 1-byte bools or in the parameter's dtype
+(``mask_dtype``); nothing is copied to the host except a checkpoint's state while it is written.
 5. ``detach``; ``sparsity``/``table``/``summary`` report; ``state_dict``/``set_state_dict`` save and restore.
 """
 from __future__ import annotations
@@ -38,8 +43,10 @@ from typing import Dict, Optional
 import numpy as np
 import paddle
 
-from ._validation import check_choice, check_fraction, check_threshold
+from ._validation import check_bool, check_choice, check_fraction, check_threshold
+from .accumulate import SquaredGradients
 from .criteria import CRITERIA
+from .masks import MASK_DTYPES, Mask, resolve_mask_dtype
 from .parameters import ParameterSpec, check_parameter_spec, resolve_parameters
 from .patterns import PatternSpec, check_pattern
 from .scores import ScoreSource
@@ -65,24 +72,34 @@ class Pruner:
             ``"layer"`` prunes every parameter to the same sparsity. Default: ``"global"``.
         parameters (list[str]|callable, optional): names or fnmatch patterns of the parameters to prune,
             or a callable ``(name, param) -> bool``. Default: None, every trainable parameter with
-            ``ndim >= 2`` outside normalization layers.
+            ``ndim >= 2`` outside normalization layers and sparse embeddings.
         pattern (str|Pattern, optional): which weights compete: ``"unstructured"`` (any weight), or a
             :class:`~paddle_prune_callback.patterns.Pattern`; ``"channel"`` prunes whole channel groups
             (see :mod:`~paddle_prune_callback.channel_pattern`). Default: ``"unstructured"``.
         example_inputs (paddle.Tensor|list, optional): a batch of inputs (or ``InputSpec`` objects) that
             ``pattern="channel"`` traces the network with. Default: None.
+        mask_dtype (str, optional): ``"bool"`` (1 byte per weight, applied with ``masked_fill_``),
+            ``"float"`` (the parameter's dtype, applied with ``multiply_``) or ``"auto"``: ``"float"`` for
+            float32/float64 parameters on CPU, where it is faster, ``"bool"`` otherwise. Default: ``"auto"``.
+        hold_zeros (bool, optional): at :meth:`attach`, mask the weights that are exactly zero (a pruned
+            checkpoint's zeros): counted as pruned, never revived, their optimizer state zeroed. Default:
+            False (zero-initialised layers must be free to grow).
 
     Raises:
         RuntimeError: in static graph mode.
         ValueError, TypeError: for a bad argument, a pattern that matches nothing, a network with no
-            prunable parameter, or a non-floating parameter. Nothing is changed before these checks.
+            prunable parameter, a non-floating parameter or a sparse embedding. Nothing is changed before
+            these checks.
     """
 
     def __init__(self, network: paddle.nn.Layer, criterion: str = "fisher", scope: str = "global",
-                 parameters: ParameterSpec = None, pattern: PatternSpec = "unstructured", example_inputs=None):
+                 parameters: ParameterSpec = None, pattern: PatternSpec = "unstructured", example_inputs=None,
+                 mask_dtype: str = "auto", hold_zeros: bool = False):
         self.criterion = CRITERIA[check_choice("criterion", criterion, tuple(CRITERIA))]
         self.scope = check_choice("scope", scope, SCOPES)
         self.pattern = check_pattern(pattern, scope=self.scope)
+        self.mask_dtype = check_choice("mask_dtype", mask_dtype, MASK_DTYPES)
+        self.hold_zeros = check_bool("hold_zeros", hold_zeros)
         if example_inputs is not None:
             self.pattern = self.pattern.with_example_inputs(example_inputs)
         require_dynamic_mode()
@@ -93,26 +110,39 @@ class Pruner:
             raise ValueError(f"pattern {self.pattern.name!r} leaves every selected parameter dense: " +
                              "; ".join(f"{n}: {why}" for n, why in self.plan.dense.items()))
         self.parameters: Dict[str, paddle.Tensor] = self.plan.parameters
-        self._keeps: Dict[str, paddle.Tensor] = {}   # keep-masks (bool, the parameter's shape, on its device)
-        self._masks: Dict[str, paddle.Tensor] = {}   # the same in the parameter's dtype, for the hot path
-        self._sq_grads: Dict[str, paddle.Tensor] = {}
-        self._pending: Dict[str, paddle.Tensor] = {}
-        self.num_batches = 0
-        self.skipped_batches = 0
+        self._masks: Dict[str, Mask] = {}
+        self._g2 = SquaredGradients(self.criterion.name)
         self.last_scores: Optional[np.ndarray] = None   # a sample of the alive weights' scores at the last prune
         self._handles: Dict[str, object] = {}
         self._attached = False
         self._optimizer = None
-        self._scaler_source = None
 
     @property
     def keep(self) -> Dict[str, np.ndarray]:
         """Each pruned parameter's keep-mask as a flat numpy bool array, copied from the device on each access."""
-        return {n: k.numpy().reshape(-1) for n, k in self._keeps.items()}
+        return {n: m.keep().numpy().reshape(-1) for n, m in self._masks.items()}
+
+    @property
+    def num_batches(self) -> int:
+        """Batches counted in the mean of g² since the last prune."""
+        return self._g2.num_batches
+
+    @num_batches.setter
+    def num_batches(self, value: int) -> None:
+        self._g2.num_batches = value
+
+    @property
+    def skipped_batches(self) -> int:
+        """Batches left out of the mean of g² because AMP found non-finite gradients."""
+        return self._g2.skipped_batches
+
+    @property
+    def _sq_grads(self) -> Dict[str, paddle.Tensor]:
+        return self._g2.sums
 
     # ------------------------------------------------------------------ training-loop hooks
     def attach(self, optimizer: Optional[paddle.optimizer.Optimizer] = None, scaler=None) -> "Pruner":
-        """Register the gradient hooks; call once before training.
+        """Register the gradient hooks and re-apply the masks; call before training.
 
         Args:
             optimizer (paddle.optimizer.Optimizer, optional): its moment accumulators of newly pruned
@@ -124,24 +154,24 @@ class Pruner:
         """
         self.detach()
         self._optimizer = optimizer
-        self._scaler_source = scaler
+        self._g2.scaler_source = scaler
         self._attached = True
         for name, p in self.parameters.items():
-            if self.criterion.needs_gradients and name not in self._sq_grads:
-                self._sq_grads[name] = paddle.zeros(p.shape, dtype="float32")
+            if self.criterion.needs_gradients:
+                self._g2.ensure(name, p.shape)
             self._ensure_hook(name)
+        if self.hold_zeros:
+            with paddle.no_grad():
+                self._apply({n: p != 0 for n, p in self.parameters.items()})
+        self.reapply()
         return self
-
-    def _scaler(self):
-        scaler = self._scaler_source() if callable(self._scaler_source) else self._scaler_source
-        return scaler if scaler is not None and scaler.is_enable() else None
 
     def detach(self) -> None:
         """Remove the gradient hooks. Masks and accumulated scores are kept."""
         for handle in self._handles.values():
             handle.remove()
         self._handles = {}
-        self._pending = {}
+        self._g2.drop_pending()
         self._attached = False
 
     def _ensure_hook(self, name: str) -> None:
@@ -151,24 +181,31 @@ class Pruner:
             self._handles[name] = self.parameters[name].register_hook(self._make_hook(name))
 
     def _make_hook(self, name: str):
-        sq_grad = self._sq_grads.get(name)
+        add = self._g2.adder(name) if self.criterion.needs_gradients else None
         masks = self._masks
 
         def hook(grad: paddle.Tensor):
-            with paddle.no_grad():
-                if sq_grad is not None:
-                    scaler = self._scaler()
-                    if scaler is None:
-                        sq_grad.add_(paddle.square(grad.astype("float32")))
-                    else:  # AMP: unscale; the batch is committed in step() only if every gradient is finite
-                        pending = self._pending.get(name)
-                        if pending is None:
-                            pending = self._pending[name] = paddle.zeros(grad.shape, dtype="float32")
-                        pending.add_(paddle.square(grad.astype("float32") / scaler._scale))
-                mask = masks.get(name)
-                return grad * mask if mask is not None else grad
+            try:
+                with paddle.no_grad():
+                    if add is not None:
+                        add(grad)
+                    mask = masks.get(name)
+                    return mask.masked(grad) if mask is not None else grad
+            except BaseException:
+                self.detach()     # the model trains normally after the error
+                raise
 
         return hook
+
+    def reapply(self) -> None:
+        """Zero the pruned weights again (and AMP master weights): after loading dense weights, say."""
+        with paddle.no_grad():
+            master = getattr(self._optimizer, "_master_weights", None) or {}
+            for name, mask in self._masks.items():
+                p = self.parameters[name]
+                mask.apply_(p)
+                if p.name in master:
+                    mask.apply_(master[p.name])
 
     def step(self, batches: int = 1) -> None:
         """Call after every optimizer update: re-applies the masks so pruned weights stay exactly zero,
@@ -184,24 +221,8 @@ class Pruner:
         if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
             raise ValueError(f"`batches` must be an integer >= 1 (the backward passes of this update), "
                              f"got {batches!r}.")
-        with paddle.no_grad():
-            master = getattr(self._optimizer, "_master_weights", None) or {}
-            for name, mask in self._masks.items():
-                p = self.parameters[name]
-                p.multiply_(mask)
-                if p.name in master:
-                    master[p.name].multiply_(mask.astype(master[p.name].dtype))
-            if self._pending:
-                total = paddle.add_n([x.sum() for x in self._pending.values()])
-                finite = bool(paddle.isfinite(total))
-                for name, pending in self._pending.items():
-                    if finite:
-                        self._sq_grads[name].add_(pending)
-                    pending.zero_()
-                if not finite:
-                    self.skipped_batches += batches
-                    return
-        self.num_batches += batches
+        self.reapply()
+        self._g2.commit(batches)
 
     # ------------------------------------------------------------------ pruning
     def mean_sq_grads(self) -> Dict[str, np.ndarray]:
@@ -218,43 +239,15 @@ class Pruner:
 
     def _checked_mean_sq_grads(self) -> Dict[str, paddle.Tensor]:
         """:meth:`mean_sq_grads` as tensors in the parameters' shapes, or the error why there are none."""
-        if not self.criterion.needs_gradients:
-            return {}
-        if not self._sq_grads:
-            raise RuntimeError(f"criterion {self.criterion.name!r} needs gradients, but no hooks are attached; "
-                               f"call pruner.attach(optimizer) before training.")
-        means, empty_ranks = self._rank_mean_sq_grads()
-        if empty_ranks:
-            world = paddle.distributed.get_world_size()
-            where = "" if world == 1 else f" on {empty_ranks} of {world} ranks"
-            raise RuntimeError(f"criterion {self.criterion.name!r} needs gradients, but no batch was recorded "
-                               f"since the last prune{where}; call pruner.step() after each optimizer update.")
-        return means
-
-    def _rank_mean_sq_grads(self) -> tuple[Dict[str, paddle.Tensor], int]:
-        """Each parameter's mean g², averaged over ranks, and how many ranks recorded no batch.
-
-        Under data parallel: one all-reduce of all accumulators in one buffer, whose last slot counts the
-        ranks without a batch, so that every rank learns of them together instead of some raising while
-        the others wait in the collective. A single process makes no collective."""
-        names = list(self._sq_grads)
-        world = paddle.distributed.get_world_size()
-        with paddle.no_grad():
-            flat = paddle.concat([self._sq_grads[n].flatten() for n in names]) / max(self.num_batches, 1)
-            empty_ranks = int(self.num_batches == 0)
-            if world > 1:
-                flat = paddle.concat([flat, paddle.to_tensor([float(empty_ranks)], dtype="float32", place=flat.place)])
-                paddle.distributed.all_reduce(flat)
-                empty_ranks = int(round(float(flat[-1])))
-                flat = flat[:-1] / world
-            parts = paddle.split(flat, [int(self._sq_grads[n].size) for n in names])
-        return {n: part.reshape(self._sq_grads[n].shape) for n, part in zip(names, parts)}, empty_ranks
+        return self._g2.checked_means() if self.criterion.needs_gradients else {}
 
     def prune(self, sparsity: Optional[float] = None, *, threshold: Optional[float] = None) -> Dict[str, float]:
         """Prune to a cumulative ``sparsity``, or every weight whose score is below ``threshold``.
 
-        Pruned weights are never revived, and every parameter keeps at least its highest-scoring weight.
-        Returns the measured sparsity (see :meth:`sparsity`). The squared-gradient accumulators restart.
+        Pruned weights are never revived, weights that are exactly zero count as pruned, and every
+        parameter keeps at least its highest-scoring weight. All of it happens or none: if an update
+        fails, weights, optimizer state and masks are left as they were. Returns the measured sparsity
+        (see :meth:`sparsity`). The squared-gradient accumulators restart.
         """
         if (sparsity is None) == (threshold is None):
             raise ValueError("pass exactly one of `sparsity` and `threshold` to prune().")
@@ -265,33 +258,22 @@ class Pruner:
         self.pattern.check_options(scope=self.scope, threshold=threshold)
         # Scores are computed per parameter when the selection asks for them, from the weights and the g²
         # sums on the parameter's device, so that no copy of all scores is ever held.
-        sq_grads, count = self._sq_grad_tensors()
+        single = paddle.distributed.get_world_size() == 1
+        if single and self.criterion.needs_gradients and self.num_batches > 0 and self._g2.sums:
+            sq_grads, count = dict(self._g2.sums), self.num_batches
+        else:
+            sq_grads, count = self._checked_mean_sq_grads(), 1   # {} for magnitude; all-reduces; or raises
         with paddle.no_grad():
             for n, p in self.parameters.items():
                 for what, t in (("weights", p), ("mean squared gradients", sq_grads.get(n))):
                     if t is not None and not bool(paddle.isfinite(t).all()):
                         raise FloatingPointError(f"parameter {n!r} has non-finite {what}; training has diverged, "
                                                  f"nothing was pruned.")
-        scores = ScoreSource(self.criterion, self.parameters, self._keeps, sq_grads, count)
+        scores = ScoreSource(self.criterion, self.parameters, self._masks, sq_grads, count)
         self.last_scores = self._sample_alive_scores(scores)
         self._apply(self.pattern.select(scores, sparsity=sparsity, threshold=threshold, scope=self.scope))
-        for acc in self._sq_grads.values():
-            acc.zero_()
-        self.num_batches = 0
-        self.skipped_batches = 0
+        self._g2.restart()
         return self.sparsity()
-
-    def _sq_grad_tensors(self) -> tuple[Dict[str, paddle.Tensor], int]:
-        """Each parameter's g² (on its device), and the count to divide them by for the mean.
-
-        On one process these are the accumulators themselves, divided only when a parameter's scores are
-        computed (the same float32 division as :meth:`mean_sq_grads`); under data parallel they are the
-        means over ranks (one fused all-reduce), with a count of 1.
-        """
-        single = paddle.distributed.get_world_size() == 1
-        if single and self.criterion.needs_gradients and self.num_batches > 0 and self._sq_grads:
-            return dict(self._sq_grads), self.num_batches
-        return self._checked_mean_sq_grads(), 1   # {} for magnitude; all-reduces; or raises why there are none
 
     def _sample_alive_scores(self, scores: ScoreSource) -> np.ndarray:
         """A sample of the scores of the weights alive before this prune, for histograms."""
@@ -303,40 +285,48 @@ class Pruner:
             idx = paddle.to_tensor(rng.integers(0, size, size=max(1, round(_HISTOGRAM_SAMPLE * size / total))),
                                    dtype="int64", place=p.place)
             s = scores.sample(n, idx)
-            keep = scores.keep(n)
-            if keep is not None:
-                s = paddle.masked_select(s, paddle.gather(keep.flatten(), idx))
-            parts.append(s.numpy())
+            parts.append(paddle.masked_select(s, s >= 0).numpy())   # pruned and zero weights score -1
         return np.concatenate(parts)
 
     def _apply(self, new_keeps: Dict[str, paddle.Tensor]) -> None:
-        """AND each keep-mask with the parameter's old one, then apply those that prune something."""
+        """AND each keep-mask with the parameter's old one, then apply those that prune something: to the
+        weights, the optimizer state and the masks, all of them or, if an update fails, none."""
         with paddle.no_grad():
-            combined = {}
+            changes = {}
             for name, keep in new_keeps.items():
-                old = self._keeps.get(name)
-                keep = keep if old is None else paddle.logical_and(keep, old)
+                old = self._masks.get(name)
+                keep = keep if old is None else paddle.logical_and(keep, old.keep())
                 if not bool(keep.all()):
-                    combined[name] = keep
-            for name, keep in combined.items():
-                p = self.parameters[name]
-                mask = keep.astype(p.dtype)
-                self._keeps[name] = keep
-                self._masks[name] = mask
-                p.multiply_(mask)
-                self._zero_optimizer_state(p, mask)
-                self._ensure_hook(name)
+                    p = self.parameters[name]
+                    changes[name] = Mask(keep, resolve_mask_dtype(self.mask_dtype, p), p.dtype)
+            undo = []     # (tensor, newly pruned positions, their old values)
+            try:
+                for name, mask in changes.items():
+                    p = self.parameters[name]
+                    old = self._masks.get(name)
+                    newly = paddle.logical_not(mask.keep())
+                    if old is not None:
+                        newly = paddle.logical_and(newly, old.keep())
+                    for t in [p] + self._optimizer_state(p):
+                        undo.append((t, newly, paddle.masked_select(t, newly)))
+                        mask_in_place(mask, t)
+            except BaseException:
+                for t, newly, values in reversed(undo):
+                    paddle.assign(paddle.masked_scatter(t, newly, values), output=t)
+                raise
+        self._masks.update(changes)
+        for name in changes:
+            self._ensure_hook(name)
 
-    def _zero_optimizer_state(self, p: paddle.Tensor, mask: paddle.Tensor) -> None:
+    def _optimizer_state(self, p: paddle.Tensor) -> list:
+        """The optimizer's tensors of ``p``'s shape kept for it: moments, velocity, AMP master weights."""
         opt = self._optimizer
         if opt is None:
-            return
+            return []
         states = [per_param[p.name] for per_param in getattr(opt, "_accumulators", {}).values()
                   if p.name in per_param]
         master = (getattr(opt, "_master_weights", None) or {}).get(p.name)
-        for t in states + ([master] if master is not None else []):
-            if list(t.shape) == list(p.shape):
-                t.multiply_(mask.astype(t.dtype))
+        return [t for t in states + ([master] if master is not None else []) if list(t.shape) == list(p.shape)]
 
     # ------------------------------------------------------------------ reporting
     def _zeros(self, p: paddle.Tensor) -> int:
@@ -364,8 +354,8 @@ class Pruner:
                 n = int(p.size)
                 idx = paddle.to_tensor(rng.integers(0, n, size=max(1, round(size * n / total))), dtype="int64",
                                        place=p.place)
-                sample = paddle.gather(p.flatten(), idx).astype("float32").numpy()
-                parts.append(sample[sample != 0])
+                sample = paddle.gather(p.flatten().astype("float32"), idx)
+                parts.append(paddle.masked_select(sample, sample != 0).numpy())
         return np.concatenate(parts)
 
     def table(self) -> list[tuple[str, tuple, int, int, float]]:
@@ -388,19 +378,9 @@ class Pruner:
                  "criterion": np.asarray(self.criterion.name), "pattern": np.asarray(self.pattern.name)}
         for name, p in self.parameters.items():
             state[f"shape/{name}"] = np.asarray(p.shape, dtype=np.int64)
-        for name, keep in self._keeps.items():   # host copies only while the state is written
-            state[f"keep/{name}"] = keep.numpy().reshape(-1)
-        state.update({f"sq_grad/{name}": acc for name, acc in self._sq_grad_sums().items()})
+        state.update({f"keep/{name}": keep for name, keep in self.keep.items()})  # host copies while written
+        state.update({f"sq_grad/{name}": acc for name, acc in self._g2.sums_to_save().items()})
         return state
-
-    def _sq_grad_sums(self) -> Dict[str, np.ndarray]:
-        """The g² sums to save. Under data parallel, every rank's sums are replaced by the mean over ranks
-        of each rank's mean, times the batch count: a run resumed from them on every rank computes the
-        same combined score as the uninterrupted run. One all-reduce, so every rank must call it."""
-        if paddle.distributed.get_world_size() == 1 or not self._sq_grads:
-            return {n: acc.numpy() for n, acc in self._sq_grads.items()}
-        means, _ = self._rank_mean_sq_grads()
-        return {n: m.numpy() * np.float32(self.num_batches) for n, m in means.items()}
 
     def check_state_dict(self, state: Dict[str, np.ndarray]) -> None:
         """Raise ``ValueError`` naming the mismatch if ``state`` does not fit this engine; changes nothing."""
@@ -451,14 +431,16 @@ class Pruner:
         self.check_state_dict(state)
         keeps = {k.partition("/")[2]: v for k, v in state.items() if k.startswith("keep/")}
         sq_grads = {k.partition("/")[2]: v for k, v in state.items() if k.startswith("sq_grad/")}
-        self._keeps.clear()
         self._masks.clear()
         self._apply({n: paddle.to_tensor(np.asarray(k, dtype=bool).reshape(self.parameters[n].shape),
                                          place=self.parameters[n].place) for n, k in keeps.items()})
-        with paddle.no_grad():
-            for name, value in sq_grads.items():
-                if name not in self._sq_grads:
-                    self._sq_grads[name] = paddle.zeros(self.parameters[name].shape, dtype="float32")
-                paddle.assign(paddle.to_tensor(value, dtype="float32"), output=self._sq_grads[name])
+        for name, value in sq_grads.items():
+            self._g2.load(name, value, self.parameters[name].shape)
         self.num_batches = int(state.get("num_batches", 0))
+
+
+def mask_in_place(mask: Mask, t: paddle.Tensor) -> None:
+    """Zero ``t`` where ``mask`` prunes, in place (a module-level function, so that a test can make it fail)."""
+    mask.apply_(t)
+
 

@@ -33,19 +33,24 @@ def check_parameter_spec(spec: ParameterSpec) -> ParameterSpec:
 def resolve_parameters(network: paddle.nn.Layer, spec: ParameterSpec) -> Dict[str, paddle.Tensor]:
     """The prunable parameters of ``network`` by structured name, in the network's order.
 
-    ``None`` selects every trainable parameter with ``ndim >= 2`` outside normalization layers; a list
+    ``None`` selects every trainable parameter with ``ndim >= 2`` outside normalization layers and sparse
+    embeddings (``Embedding(sparse=True)``: their SelectedRows gradients cannot be masked); a list
     selects the trainable parameters whose names match any of its fnmatch patterns (each pattern must
     match one); a callable ``(name, param) -> bool`` selects those for which it returns True. Frozen
-    parameters (``stop_gradient=True``) are never selected.
+    parameters (``stop_gradient=True``) are never selected. A sparse embedding selected by a list or a
+    callable raises ``ValueError``.
     """
     if not isinstance(network, paddle.nn.Layer):
         raise TypeError(f"expected a paddle.nn.Layer, got {type(network).__name__}.")
     named = list(network.named_parameters())
     trainable = [(n, p) for n, p in named if not p.stop_gradient]
+    sparse = {id(p) for layer in network.sublayers(include_self=True)
+              if isinstance(layer, paddle.nn.Embedding) and getattr(layer, "_sparse", False)
+              for p in layer.parameters(include_sublayers=False)}
     if spec is None:
         in_norm = {id(p) for layer in network.sublayers(include_self=True) if isinstance(layer, NORM_LAYERS)
                    for p in layer.parameters(include_sublayers=False)}
-        chosen = [(n, p) for n, p in trainable if p.ndim >= 2 and id(p) not in in_norm]
+        chosen = [(n, p) for n, p in trainable if p.ndim >= 2 and id(p) not in in_norm and id(p) not in sparse]
         if not chosen:
             raise ValueError(
                 f"{type(network).__name__} has no prunable parameter: none of its {len(named)} parameters is "
@@ -66,6 +71,10 @@ def resolve_parameters(network: paddle.nn.Layer, spec: ParameterSpec) -> Dict[st
                                  f"the trainable parameters are {[n for n, _ in trainable]}.")
         chosen = [(n, p) for n, p in trainable if any(fnmatch.fnmatchcase(n, pat) for pat in spec)]
     for name, p in chosen:
+        if id(p) in sparse:
+            raise ValueError(f"parameter {name!r} belongs to an Embedding with sparse=True, whose sparse "
+                             f"(SelectedRows) gradients cannot be masked; leave it out of `parameters`, or "
+                             f"build the embedding with sparse=False to prune it.")
         if p.dtype not in _FLOAT_DTYPES:
             raise TypeError(f"parameter {name!r} has dtype {p.dtype}; only floating-point parameters can be "
                             f"pruned. Leave it out of `parameters`.")

@@ -2,8 +2,10 @@
 
 :class:`ScoreSource` computes one parameter's scores when asked, as a float32 Paddle tensor in the
 parameter's shape on its device, so that no copy of all scores is ever held. Weights pruned at an earlier
-event score :data:`PRUNED_SCORE` (−1, below every real score): a selection counts them among the lowest
-and never revives them (the engine also ANDs every new mask with the old one).
+event, and weights that are exactly zero (a zero in the starting weights would otherwise count as alive
+and regrow), score :data:`PRUNED_SCORE` (−1, below every real score): a selection counts them among the
+lowest and never revives them (the engine also ANDs every new mask with the old one). Weights of any
+floating dtype are converted to float32 in Paddle before scoring.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Dict, Optional
 import paddle
 
 from .criteria import Criterion
+from .masks import Mask
 
 PRUNED_SCORE = -1.0
 
@@ -22,17 +25,17 @@ class ScoreSource:
     Args:
         criterion (Criterion): the score function.
         parameters (dict[str, paddle.Tensor]): the parameters the engine manages, by structured name.
-        keeps (dict[str, paddle.Tensor]): each pruned parameter's current keep-mask (bool, its shape);
-            parameters without a mask have nothing pruned yet.
+        masks (dict[str, Mask]): each pruned parameter's current mask; parameters without one have nothing
+            pruned yet.
         sq_grads (dict[str, paddle.Tensor]): each parameter's g² sum (float32), for criteria that need it.
         count (float): what to divide the sums by for the mean.
     """
 
-    def __init__(self, criterion: Criterion, parameters: Dict[str, paddle.Tensor], keeps: Dict[str, paddle.Tensor],
+    def __init__(self, criterion: Criterion, parameters: Dict[str, paddle.Tensor], masks: Dict[str, Mask],
                  sq_grads: Dict[str, paddle.Tensor], count: float):
         self.criterion = criterion
         self.parameters = parameters
-        self._keeps = keeps
+        self._masks = masks
         self._sq_grads = sq_grads if criterion.needs_gradients else {}
         self._count = count
 
@@ -48,10 +51,11 @@ class ScoreSource:
 
     def keep(self, name: str) -> Optional[paddle.Tensor]:
         """The parameter's current keep-mask (bool, its shape, on its device), or None if nothing is pruned."""
-        return self._keeps.get(name)
+        mask = self._masks.get(name)
+        return None if mask is None else mask.keep()
 
     def num_pruned(self, name: str) -> int:
-        keep = self._keeps.get(name)
+        keep = self.keep(name)
         return 0 if keep is None else self.size(name) - int(paddle.count_nonzero(keep))
 
     def _mean_g2(self, g2_sum: Optional[paddle.Tensor]) -> Optional[paddle.Tensor]:
@@ -60,25 +64,26 @@ class ScoreSource:
         return g2_sum / self._count if self._count != 1 else g2_sum
 
     def scores(self, name: str) -> paddle.Tensor:
-        """The parameter's scores: a new float32 tensor in its shape, on its device; already-pruned weights
-        score :data:`PRUNED_SCORE`."""
+        """The parameter's scores: a new float32 tensor in its shape, on its device; already-pruned and
+        exactly-zero weights score :data:`PRUNED_SCORE`."""
         with paddle.no_grad():
             w = self.parameters[name].astype("float32")
             s = self.criterion.score(w, self._mean_g2(self._sq_grads.get(name)))
-            keep = self._keeps.get(name)
-            if keep is not None:
-                s = paddle.where(keep, s, paddle.full([], PRUNED_SCORE, dtype="float32"))
-            return s
+            return self._mark_pruned(s, w, self.keep(name))
+
+    @staticmethod
+    def _mark_pruned(s: paddle.Tensor, w: paddle.Tensor, keep: Optional[paddle.Tensor]) -> paddle.Tensor:
+        alive = w != 0
+        if keep is not None:
+            alive = paddle.logical_and(alive, keep)
+        return paddle.where(alive, s, paddle.full([], PRUNED_SCORE, dtype="float32"))
 
     def sample(self, name: str, index: paddle.Tensor) -> paddle.Tensor:
         """The scores at the given flat indices (int64, on the parameter's device), computed only there."""
         with paddle.no_grad():
-            w = paddle.gather(self.parameters[name].flatten(), index).astype("float32")
+            w = paddle.gather(self.parameters[name].flatten().astype("float32"), index)
             g2_sum = self._sq_grads.get(name)
             g2 = None if g2_sum is None else paddle.gather(g2_sum.flatten(), index)
             s = self.criterion.score(w, self._mean_g2(g2))
-            keep = self._keeps.get(name)
-            if keep is not None:
-                s = paddle.where(paddle.gather(keep.flatten(), index), s,
-                                 paddle.full([], PRUNED_SCORE, dtype="float32"))
-            return s
+            keep = self.keep(name)
+            return self._mark_pruned(s, w, None if keep is None else paddle.gather(keep.flatten(), index))

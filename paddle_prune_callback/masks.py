@@ -1,0 +1,56 @@
+"""One parameter's mask, held on the parameter's device in one of two forms (``mask_dtype``).
+
+- ``"float"``: the keep-mask in the parameter's dtype (1 where kept), applied with ``multiply_``: the
+  cheapest per-step re-apply on CPU, at the parameter's bytes per weight.
+- ``"bool"``: the PRUNED positions as 1 byte per weight, applied with ``masked_fill_``: 4× fewer bytes
+  than an fp32 mask to hold and, on memory-bound devices (GPUs), to read per step.
+
+``"auto"`` (the default) picks ``"float"`` for float32/float64 parameters on CPU, where it was measured
+faster (``benchmarks/prune_event.py``), and ``"bool"`` everywhere else: on GPUs, and for float16/bfloat16
+parameters (Paddle's CPU build has no float16 ``multiply`` kernel).
+"""
+from __future__ import annotations
+
+import paddle
+
+MASK_DTYPES = ("auto", "bool", "float")
+
+
+def resolve_mask_dtype(mask_dtype: str, param: paddle.Tensor) -> str:
+    if mask_dtype != "auto":
+        return mask_dtype
+    fast_float = param.place.is_cpu_place() and param.dtype in (paddle.float32, paddle.float64)
+    return "float" if fast_float else "bool"
+
+
+class Mask:
+    """A parameter's mask: which weights are kept, in the form chosen by ``kind`` (see the module)."""
+
+    def __init__(self, keep: paddle.Tensor, kind: str, dtype):
+        self.kind = kind
+        with paddle.no_grad():
+            self._data = keep.astype(dtype) if kind == "float" else paddle.logical_not(keep)
+
+    def keep(self) -> paddle.Tensor:
+        """The keep-mask as bool, in the parameter's shape, computed on demand (not held)."""
+        with paddle.no_grad():
+            return self._data != 0 if self.kind == "float" else paddle.logical_not(self._data)
+
+    def apply_(self, t: paddle.Tensor) -> None:
+        """Zero the pruned positions of ``t`` (the parameter, or a tensor of its shape) in place."""
+        if self.kind == "float" and t.dtype == self._data.dtype:
+            t.multiply_(self._data)
+        elif self.kind == "float":
+            t.multiply_(self._data.astype(t.dtype))
+        else:
+            t.masked_fill_(self._data, 0.0)
+
+    def masked(self, grad: paddle.Tensor) -> paddle.Tensor:
+        """A new tensor: ``grad`` with the pruned positions zeroed (for gradient hooks)."""
+        if self.kind == "float":
+            return grad * (self._data if grad.dtype == self._data.dtype else self._data.astype(grad.dtype))
+        return paddle.masked_fill(grad, self._data, 0.0)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._data.size) * self._data.element_size()
