@@ -215,8 +215,7 @@ class PruningCallback(paddle.callbacks.Callback):
             if specs is not None:
                 self.pattern = self.pattern.with_example_inputs(specs)
         if pruner is None and not self.pattern.needs_example_inputs:
-            pruner = Pruner(network, self.criterion, self.scope, self.parameters, pattern=self.pattern,
-                            mask_dtype=self.mask_dtype, hold_zeros=self.hold_zeros)
+            pruner = self._make_pruner(network)
         if self.prune_steps is None:
             self.prune_epochs = prune_epochs
         self._schedule = self._make_schedule()
@@ -236,10 +235,13 @@ class PruningCallback(paddle.callbacks.Callback):
             self._trace_hook.remove()
             self._trace_hook = None
             self.pattern = self.pattern.with_example_inputs([x for x in inputs if isinstance(x, paddle.Tensor)])
-            self.pruner = Pruner(network, self.criterion, self.scope, self.parameters, pattern=self.pattern,
-                                 mask_dtype=self.mask_dtype, hold_zeros=self.hold_zeros)
+            self.pruner = self._make_pruner(network)
             self.pruner.attach(optimizer, scaler=scaler)
         return hook
+
+    def _make_pruner(self, network: paddle.nn.Layer) -> Pruner:
+        return Pruner(network, self.criterion, self.scope, self.parameters, pattern=self.pattern,
+                      mask_dtype=self.mask_dtype, hold_zeros=self.hold_zeros)
 
     def _after_update(self, batches: Optional[int] = None) -> None:
         """After an optimizer update: re-apply the masks, count the update's batches and the step, and
@@ -309,8 +311,7 @@ class PruningCallback(paddle.callbacks.Callback):
                 else f"pruning schedule (threshold {self.threshold:g})")
         done = self.steps_completed if self._unit == "step" else self.epochs_completed
         return (f"PruningCallback: {goal} not reached, final sparsity {final:.2%}: prune {self._unit}s "
-                f"{_few(self.not_reached)} did not run (training stopped after {done} {self._unit}s, "
-                f"early stopping or num_iters?).")
+                f"{_few(self.not_reached)} did not run (training stopped after {done} {self._unit}s).")
 
     # ------------------------------------------------------------------ results
     def sparsity(self) -> Dict[str, float]:
@@ -395,8 +396,7 @@ class PruningCallback(paddle.callbacks.Callback):
         state = load_state(state_file)
         try:
             cb = cls._from_state(state, overrides, from_dir)
-            cb.pruner = Pruner(model.network, cb.criterion, cb.scope, cb.parameters, pattern=cb.pattern,
-                               mask_dtype=cb.mask_dtype, hold_zeros=cb.hold_zeros)
+            cb.pruner = cb._make_pruner(model.network)
             cb.pruner.check_state_dict(state)
         except (KeyError, TypeError, ValueError) as err:
             detail = f"missing entry {err}" if isinstance(err, KeyError) else str(err)
@@ -430,14 +430,19 @@ class PruningCallback(paddle.callbacks.Callback):
                       hold_zeros=bool(state.get("callback/hold_zeros", False)))
         config.update(overrides)
         cb = cls(**config)
-        cb.epochs_completed = int(get("epochs_completed"))
-        cb.steps_completed = int(state.get("callback/steps_completed", 0))
+        cb._restore_progress(state)
+        return cb
+
+    def _restore_progress(self, state: Dict[str, np.ndarray]) -> None:
+        """Epochs and steps done, and the history, from a saved state."""
+        get = lambda key: state[f"callback/{key}"]
+        self.epochs_completed = int(get("epochs_completed"))
+        self.steps_completed = int(state.get("callback/steps_completed", 0))
         pruned, targets, sparsities = get("history_pruned"), get("history_target"), get("history_sparsity")
         steps_at = state.get("callback/history_step", np.full(len(pruned), -1))
-        cb.history = [{"epoch": e, "step": int(n), "pruned": bool(p),
-                       "target_sparsity": None if math.isnan(t) else float(t), "sparsity": float(s)}
-                      for e, (n, p, t, s) in enumerate(zip(steps_at, pruned, targets, sparsities))]
-        return cb
+        self.history = [{"epoch": e, "step": int(n), "pruned": bool(p),
+                         "target_sparsity": None if math.isnan(t) else float(t), "sparsity": float(s)}
+                        for e, (n, p, t, s) in enumerate(zip(steps_at, pruned, targets, sparsities))]
 
     def _hparams(self) -> Dict[str, object]:
         schedule = self.schedule if isinstance(self.schedule, str) else "callable"

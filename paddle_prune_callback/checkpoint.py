@@ -34,10 +34,7 @@ def save_checkpoint(state_dir: str, epoch: int, model, state: Dict[str, np.ndarr
     tmp = tempfile.mkdtemp(prefix=f".epoch_{epoch}.", dir=state_dir)
     try:
         model.save(os.path.join(tmp, MODEL_PREFIX))
-        with open(os.path.join(tmp, STATE_FILE), "wb") as f:
-            np.savez(f, format_version=np.asarray(FORMAT_VERSION), **state)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_state(os.path.join(tmp, STATE_FILE), state)
         final = os.path.join(state_dir, f"epoch_{epoch}")
         if os.path.isdir(final):      # a run resumed from an earlier epoch writes this epoch again
             shutil.rmtree(final)
@@ -47,6 +44,29 @@ def save_checkpoint(state_dir: str, epoch: int, model, state: Dict[str, np.ndarr
         raise
     for old in sorted(_epoch_dirs(state_dir))[:-keep]:
         shutil.rmtree(os.path.join(state_dir, f"epoch_{old}"), ignore_errors=True)
+    return final
+
+
+def _write_state(path: str, state: Dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, format_version=np.asarray(FORMAT_VERSION), **state)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save_state_file(directory: str, state: Dict[str, np.ndarray]) -> str:
+    """Write ``state`` to ``<directory>/pruning_state.npz`` atomically (a temporary file renamed when
+    complete), beside checkpoint files written by someone else (PaddleFormers' ``Trainer``)."""
+    final = os.path.join(directory, STATE_FILE)
+    fd, tmp = tempfile.mkstemp(prefix=f".{STATE_FILE}.", dir=directory)
+    os.close(fd)
+    try:
+        _write_state(tmp, state)
+        os.replace(tmp, final)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     return final
 
 
