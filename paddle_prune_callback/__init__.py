@@ -17,7 +17,9 @@ from .graph import ChannelGraph, ChannelGroup, trace_channel_groups
 from .schedule import PruningSchedule, default_prune_epochs
 from .selection import select_lowest
 from .slim import SlimReport, slim
+from .sparse_io import SparseFileReport, load_sparse, save_sparse
 
 __all__ = ["PruningCallback", "Pruner", "PruningSchedule", "default_prune_epochs", "select_lowest", "CRITERIA",
-           "trace_channel_groups", "ChannelGraph", "ChannelGroup", "slim", "SlimReport"]
+           "trace_channel_groups", "ChannelGraph", "ChannelGroup", "slim", "SlimReport",
+           "save_sparse", "load_sparse", "SparseFileReport"]
 __version__ = "0.1.0"
