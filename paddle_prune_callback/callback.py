@@ -31,7 +31,8 @@ class PruningCallback(paddle.callbacks.Callback):
     Args:
         target_sparsity (float, optional): fraction of the pruned parameters' weights that are zero after
             the last pruning epoch, in [0, 1). Give this or ``threshold`` (or neither, with ``hold_zeros``:
-            then the callback only holds the zeros it finds). Default: None.
+            then the callback only holds the zeros it finds); with an N:M ``pattern`` it may be omitted (it is
+            1 − N/M). Default: None.
         prune_epochs (list[int], optional): 0-based epochs at whose end pruning happens, strictly
             increasing. Default: None, evenly spaced epochs over the first three quarters of the first
             ``fit`` (at most 10), leaving the rest to recover.
@@ -49,8 +50,10 @@ class PruningCallback(paddle.callbacks.Callback):
             weight whose score is below this value. Default: None.
         pattern (str|Pattern, optional): which weights compete: ``"unstructured"`` (any weight),
             ``"channel"`` (whole channel groups, for :func:`~paddle_prune_callback.slim`; the network is
-            traced from ``paddle.Model(inputs=...)`` when given, else from the first training batch), or
-            a :class:`~paddle_prune_callback.patterns.Pattern`. Default: ``"unstructured"``.
+            traced from ``paddle.Model(inputs=...)`` when given, else from the first training batch),
+            ``"N:M"`` such as ``"2:4"`` (at most N non-zeros in every group of M along the input dimension,
+            in ``paddle.incubate.asp``'s layout; see :class:`~paddle_prune_callback.nm.NMPattern`), or a
+            :class:`~paddle_prune_callback.patterns.Pattern`. Default: ``"unstructured"``.
         mask_dtype (str, optional): how masks are held on the device: ``"bool"`` (1 byte per weight),
             ``"float"`` (the parameter's dtype; faster to re-apply on CPU) or ``"auto"`` (``"float"`` for
             float32/float64 parameters on CPU, ``"bool"`` otherwise). Default: ``"auto"``.

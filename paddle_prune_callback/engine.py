@@ -75,7 +75,9 @@ class Pruner:
             ``ndim >= 2`` outside normalization layers and sparse embeddings.
         pattern (str|Pattern, optional): which weights compete: ``"unstructured"`` (any weight), or a
             :class:`~paddle_prune_callback.patterns.Pattern`; ``"channel"`` prunes whole channel groups
-            (see :mod:`~paddle_prune_callback.channel_pattern`). Default: ``"unstructured"``.
+            (see :mod:`~paddle_prune_callback.channel_pattern`); ``"N:M"`` such as ``"2:4"`` keeps at most N
+            non-zeros in every group of M along the input dimension, in ``paddle.incubate.asp``'s layout
+            (see :class:`~paddle_prune_callback.nm.NMPattern`). Default: ``"unstructured"``.
         example_inputs (paddle.Tensor|list, optional): a batch of inputs (or ``InputSpec`` objects) that
             ``pattern="channel"`` traces the network with. Default: None.
         mask_dtype (str, optional): ``"bool"`` (1 byte per weight, applied with ``masked_fill_``),

@@ -165,12 +165,18 @@ PatternSpec = Union[str, Pattern]
 _FACTORIES: List[tuple[str, str, Callable[[str], Pattern]]] = [
     ("unstructured", "unstructured", lambda spec: Unstructured()),
     ("channel", "channel", lambda spec: _channel()),
+    ("N:M (e.g. '2:4')", r"\d+:\d+", lambda spec: _nm_pattern(spec)),
 ]
 
 
 def _channel() -> Pattern:
     from .channel_pattern import Channel   # imports the tracer; patterns.py stays below it
     return Channel()
+
+
+def _nm_pattern(spec: str) -> Pattern:
+    from .nm import NMPattern   # nm.py builds on this module: imported when first asked for
+    return NMPattern(spec)
 
 
 def pattern_names() -> List[str]:
