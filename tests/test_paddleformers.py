@@ -193,3 +193,14 @@ def test_example_prunes_a_tiny_llama_to_half(tmp_path):
     assert after < before / 2
     assert "projection sparsity 0.500 over 14 weight matrices" in done.stdout
     assert glob.glob(str(tmp_path / "runs" / "vdl" / "pruning" / "vdlrecords.*"))
+
+
+def test_fp16_loss_scaling_with_a_gradient_criterion_is_refused(tmp_path):
+    model = tiny_llama()
+    before = {n: p.numpy().copy() for n, p in model.named_parameters()}
+    cb = PruningTrainerCallback(target_sparsity=0.5, prune_steps=[1], criterion="fisher", verbose=0)
+    with pytest.raises(ValueError, match=r"criterion 'fisher' reads gradients, but with fp16 loss scaling .*use bf16 "
+                                         r"\(no loss scaling\) or criterion='magnitude'"):
+        train(tmp_path, cb, model=model, epochs=1, fp16=True)
+    for n, p in model.named_parameters():
+        np.testing.assert_array_equal(p.numpy(), before[n])
