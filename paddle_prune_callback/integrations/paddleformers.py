@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Callable, Dict
 
 import paddle
@@ -135,8 +136,14 @@ class PruningTrainerCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         saved = self.pruning.state_dict()   # on every rank: under data parallel it combines the g² sums
         directory = os.path.join(args.output_dir, f"{CHECKPOINT_PREFIX}-{state.global_step}")
-        if is_main_process() and os.path.isdir(directory):
+        if not is_main_process():
+            return
+        if os.path.isdir(directory):
             save_state_file(directory, saved)
+        else:
+            warnings.warn(f"PruningTrainerCallback: the Trainer saved a checkpoint, but {directory!r} does not exist, so "
+                          f"the pruning state was not saved with it; resuming from that checkpoint will fail.",
+                          UserWarning, stacklevel=2)
 
     def on_train_end(self, args, state, control, **kwargs):
         self.pruning._end()
