@@ -93,3 +93,48 @@ def test_readme_shows_the_tables_of_the_committed_results():
     start = readme.index(report.BEGIN) + len(report.BEGIN)
     assert readme[start:readme.index(report.END)].strip() == report.report().strip(), (
         "the README's benchmark tables differ from docs/*.json: run python benchmarks/report.py --readme README.md")
+
+
+def test_sparse_size(tmp_path):
+    data = run("sparse_size.py", tmp_path / "sparse_size.json")
+    assert data["quick"] and data["repeats"] == 1
+    rows = {r["case"]: r for r in data["rows"]}
+    assert set(rows) == {"0.9", "2:4"}
+    assert all(r["lossless_bitwise"] for r in rows.values())
+    assert rows["0.9"]["encodings"] == ["bitmask"] and "2:4" in rows["2:4"]["encodings"]
+    assert rows["0.9"]["ratio"]["sparse"] > 5 and rows["0.9"]["ratio"]["sparse_fp16"] > rows["0.9"]["ratio"]["sparse"]
+    assert 0 < rows["2:4"]["fp16_max_abs_error"] < 1e-2
+
+
+def test_docs_show_the_sparse_size_table_of_the_committed_results():
+    import sparse_size
+
+    table = sparse_size.table(json.loads((ROOT / "docs" / "sparse_size.json").read_text()))
+    for page in ("README.md", "docs/sparse_checkpoints.md"):
+        text = (ROOT / page).read_text()
+        start = text.index(sparse_size.BEGIN) + len(sparse_size.BEGIN)
+        assert text[start:text.index(sparse_size.END)].strip() == table, (
+            f"{page}'s sparse checkpoint table differs from docs/sparse_size.json: paste "
+            f"`python benchmarks/sparse_size.py --table`")
+
+
+def test_nm_accuracy(tmp_path):
+    data = run("nm_accuracy.py", tmp_path / "nm_accuracy.json")
+    assert data["quick"] and data["seeds"] == [0] and data["epochs"] == 3 and data["test_images"] == 360
+    assert [r["run"] for r in data["runs"]] == ["dense", "magnitude", "fisher", "asp_late", "asp_early"]
+    for r in data["runs"]:
+        assert 0 <= r["accuracy"] <= 1
+        if r["run"] != "dense":
+            assert r["asp_check_sparsity"] and r["sparsity_of_2_4_weights"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_docs_show_the_nm_accuracy_table_of_the_committed_results():
+    import nm_accuracy
+
+    table = nm_accuracy.table(json.loads((ROOT / "docs" / "nm_accuracy.json").read_text()))
+    for page in ("README.md", "docs/nm_sparsity.md"):
+        text = (ROOT / page).read_text()
+        start = text.index(nm_accuracy.BEGIN) + len(nm_accuracy.BEGIN)
+        assert text[start:text.index(nm_accuracy.END)].strip() == table, (
+            f"{page}'s 2:4 accuracy table differs from docs/nm_accuracy.json: paste "
+            f"`python benchmarks/nm_accuracy.py --table`")
