@@ -161,7 +161,7 @@ class Unstructured(Pattern):
 PatternSpec = Union[str, Pattern]
 
 # (name shown in errors, regular expression the string must match in full, factory taking the string).
-# N:M ("2:4") and "channel" add their entries here.
+# A new pattern adds its entry here.
 _FACTORIES: List[tuple[str, str, Callable[[str], Pattern]]] = [
     ("unstructured", "unstructured", lambda spec: Unstructured()),
     ("channel", "channel", lambda spec: _channel()),

@@ -86,6 +86,19 @@ def test_negative_zero_comes_back_as_positive_zero_only_in_sparse_encodings(tmp_
     np.testing.assert_array_equal(bits(back["dense"].numpy()), bits(dense))         # dense keeps the sign bit
 
 
+@pytest.mark.parametrize("dtype, negative_zero", [("float16", 0x8000), ("bfloat16", 0x8000)])
+def test_negative_zero_in_half_types_is_a_zero(tmp_path, dtype, negative_zero):
+    w = paddle.to_tensor(pruned((32, 8), 0.9) * np.where(np.arange(8) % 2, -1, 1).astype("float32")).astype(dtype)
+    raw = w.numpy().view(np.uint16)
+    assert (raw == negative_zero).sum() > 0                       # the negated zeros really are -0.0 bits
+    report = save_sparse({"w": w}, tmp_path / "h.npz")
+    assert report.encodings == {"w": "bitmask"}
+    mask = stored_arrays(tmp_path / "h.npz")["0.mask"]
+    assert int(np.unpackbits(mask).sum()) == int(((raw & 0x7FFF) != 0).sum())    # -0.0 not stored as a value
+    got = load_sparse(tmp_path / "h.npz")["w"].numpy().view(np.uint16)
+    np.testing.assert_array_equal(got, np.where(raw == negative_zero, 0, raw))
+
+
 def test_n_m_index_is_chosen_only_where_it_is_smaller_than_the_bit_mask(tmp_path):
     state = {"lin24": n_m((64, 32), 2, 4, axis=0), "conv24": n_m((8, 64, 3, 3), 2, 4, axis=1),
              "wrong_axis": n_m((8, 64, 3, 3), 2, 4, axis=0),           # 2:4 across outputs: not ASP's layout
