@@ -3,6 +3,8 @@
 The model is a random 2-layer ``LlamaForCausalLM`` (nothing is downloaded); the task is generated:
 each sequence counts up by one modulo the vocabulary, so the next token is learnable. Pruning runs on a
 step schedule over the first three quarters of training; the rest recovers at the final sparsity.
+At the end the model is saved twice: ``save_pretrained`` (dense safetensors, zeros included) and
+``save_sparse`` (the pruned weights as a bit-mask and their non-zero values).
 
     pip install -e ".[cpu,paddleformers]"      # PaddleFormers pins numpy <= 1.26: use its own venv
     GLOG_minloglevel=2 python examples/paddleformers_llama.py [--epochs 6] [--output-dir runs/llama]
@@ -20,6 +22,7 @@ from paddleformers.trainer import Trainer, TrainingArguments  # noqa: E402
 from paddleformers.transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from paddleformers.utils.log import logger  # noqa: E402
 
+from paddle_prune_callback import save_sparse  # noqa: E402
 from paddle_prune_callback.integrations.paddleformers import PruningTrainerCallback  # noqa: E402
 
 VOCAB, LENGTH, BATCH = 128, 32, 16
@@ -69,6 +72,11 @@ def main() -> None:
         print(f"epoch {h['epoch']}: step {h['step']:3d}  sparsity {h['sparsity']:.3f}")
     print(f"eval loss {before:.3f} before training, {after:.3f} after")
     print(f"projection sparsity {cb.sparsity()['global']:.3f} over {len(cb.pruner.parameters)} weight matrices")
+    dense_dir = os.path.join(opts.output_dir, "dense")
+    model.save_pretrained(dense_dir)
+    dense = sum(os.path.getsize(os.path.join(dense_dir, f)) for f in os.listdir(dense_dir) if f.endswith(".safetensors"))
+    sparse = save_sparse(model, os.path.join(opts.output_dir, "llama_sparse.npz")).file_bytes
+    print(f"save_pretrained: {dense:,} bytes of safetensors; save_sparse: {sparse:,} bytes ({dense / sparse:.2f}x smaller)")
 
 
 if __name__ == "__main__":

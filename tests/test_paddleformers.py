@@ -192,6 +192,9 @@ def test_example_prunes_a_tiny_llama_to_half(tmp_path):
     before, after = map(float, re.search(r"eval loss ([\d.]+) before training, ([\d.]+) after", done.stdout).groups())
     assert after < before / 2
     assert "projection sparsity 0.500 over 14 weight matrices" in done.stdout
+    dense, sparse = (int(n.replace(",", "")) for n in re.search(
+        r"save_pretrained: ([\d,]+) bytes of safetensors; save_sparse: ([\d,]+) bytes", done.stdout).groups())
+    assert sparse == os.path.getsize(tmp_path / "runs" / "llama_sparse.npz") < dense
     assert glob.glob(str(tmp_path / "runs" / "vdl" / "pruning" / "vdlrecords.*"))
 
 
