@@ -1,6 +1,7 @@
 """``PruningCallback``: gradual pruning inside ``paddle.Model.fit``, thin glue over :class:`Pruner`."""
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import warnings
@@ -139,7 +140,6 @@ class PruningCallback(paddle.callbacks.Callback):
         self._plan: Optional[FitPlan] = None
         self._batches = 0             # backward passes since the last optimizer update
         self._step_events: frozenset = frozenset()
-        self._pruned_this_epoch = False
         self._logger = SparsityLogger(self.log_dir) if self.log_dir is not None else None
         self._trace_hook = None
 
@@ -225,7 +225,6 @@ class PruningCallback(paddle.callbacks.Callback):
         self._step_events = frozenset(self.prune_steps or ())
         self._plan = plan
         self._batches = 0
-        self._pruned_this_epoch = False
         self.not_reached = []
         self.pruner = pruner
         if pruner is None:   # the pattern traces the network: from the first training batch, before its forward
@@ -255,7 +254,6 @@ class PruningCallback(paddle.callbacks.Callback):
         self.steps_completed += 1
         if step in self._step_events:
             self._prune(step)
-            self._pruned_this_epoch = True
 
     def _prune(self, index: int) -> Dict[str, float]:
         """One prune event at the epoch or step ``index``: prune, log, report."""
@@ -281,9 +279,11 @@ class PruningCallback(paddle.callbacks.Callback):
             sparsity = self._prune(epoch) if pruned else self.pruner.sparsity()
             target = self._target(epoch)
         else:
-            pruned = self._pruned_this_epoch
+            # a step event since the previous epoch's end (from the counts: exact after a mid-epoch resume)
+            since = max(self.history[-1].get("step", 0), 0) if self.history else 0
+            first, end = (bisect.bisect_left(self.prune_steps, s) for s in (since, self.steps_completed))
+            pruned = first < end
             sparsity, target = self.pruner.sparsity(), self._target(self.steps_completed - 1)
-        self._pruned_this_epoch = False
         self.history.append({"epoch": epoch, "step": self.steps_completed, "pruned": pruned,
                              "target_sparsity": target, "sparsity": sparsity["global"]})
         if self._logger is not None:

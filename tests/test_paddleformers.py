@@ -70,7 +70,7 @@ class MaskProbe(TrainerCallback):
         self.steps.append(state.global_step)
         self.zeros.append(sum(int(params[n].numpy().size - np.count_nonzero(params[n].numpy())) for n in PROJECTIONS))
 
-    def on_epoch_end(self, args, state, control, **kwargs):
+    def on_step_end(self, args, state, control, **kwargs):
         if self.stop_after is not None and state.global_step >= self.stop_after:
             control.should_training_stop = True
 
@@ -154,6 +154,23 @@ def test_trainer_checkpoint_and_resume_continue_exactly(tmp_path):
     for (n, p), q in zip(model.named_parameters(), full_model.parameters()):
         np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=n)
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
+
+
+def test_a_mid_epoch_checkpoint_resumes_the_squared_gradient_window_exactly(tmp_path):
+    # saved after step 5 (in epoch 1), between the prunes after steps 2 and 8: the resumed run must score
+    # the prune after step 8 with the g² of steps 3-8, half of them from before the checkpoint
+    kwargs = dict(target_sparsity=0.6, prune_steps=[2, 8], criterion="fisher", verbose=0)
+    full = PruningTrainerCallback(**kwargs)
+    full_model, full_probe = train(tmp_path / "full", full)
+    with pytest.warns(UserWarning, match=r"prune steps \[8\] did not run"):
+        train(tmp_path / "run", PruningTrainerCallback(**kwargs), save_strategy="steps", save_steps=6, stop_after=6)
+    resumed = PruningTrainerCallback(**kwargs)
+    model, probe = train(tmp_path / "run", resumed, resume=str(tmp_path / "run" / "out" / "checkpoint-6"))
+    assert probe.steps == list(range(6, 12)) and probe.zeros == full_probe.zeros[6:]
+    for (n, p), q in zip(model.named_parameters(), full_model.parameters()):
+        np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=n)
+    assert [(h["epoch"], h["pruned"]) for h in resumed.history] == [(0, True), (1, False), (2, True)]
+    assert resumed.history == full.history
 
 
 def test_resume_without_pruning_state_is_refused(tmp_path):
