@@ -34,14 +34,15 @@ class Channel(Pattern):
         score (str, optional): ``"group"``: a channel's score is the sum of the scores of all its slices;
             ``"producer"``: of its producing filters only (PaddleSlim's L1-norm filter rule for magnitude).
             Default: ``"group"``.
-        normalize (bool, optional): divide each channel's score by the number of weights it sums, so that
-            channels of wide and narrow layers compete on the mean score per weight under
-            ``scope="global"``. Default: True.
+        normalize (bool, optional): divide each channel's score by the number of weights it sums (the
+            mean score per weight instead of the sum). Default: False: the sum, which for fisher is the
+            estimated loss increase of removing the channel, and which held up better under
+            ``scope="global"`` on the digits CNN (see ``docs/channels.md``).
     """
 
     name = "channel"
 
-    def __init__(self, example_inputs=None, score: str = "group", normalize: bool = True):
+    def __init__(self, example_inputs=None, score: str = "group", normalize: bool = False):
         if score not in CHANNEL_SCORES:
             raise ValueError(f"`score` must be one of {list(CHANNEL_SCORES)}, got {score!r}.")
         self.example_inputs = example_inputs

@@ -17,30 +17,32 @@ def group_zeros(net, groups):
     return {g.name: np.flatnonzero(zero_channels(g, tensors)) for g in groups}
 
 
-def numpy_magnitude_scores(net, group):
-    """Mean |w| over all the channel's slices (running statistics excepted), from the weights, in numpy."""
-    total, count = np.zeros(group.size), np.zeros(group.size)
+def numpy_magnitude_scores(net, group, roles=("producer", "bias", "norm", "consumer"), mean=False):
+    """Sum (or mean) of |w| over the channel's slices of the given roles, from the weights, in numpy."""
+    total, count = np.zeros(group.size), 0
     for m in group.members:
-        if m.role == "statistic":
+        if m.role not in roles:
             continue
         w = np.abs(np.moveaxis(member_tensor(net, m.parameter).numpy(), m.axis, 0))
         w = w[m.offset:m.offset + group.size * m.stride].reshape(group.size, -1)
         total += w.sum(1)
         count += w.shape[1]
-    return total / count
+    return total / count if mean else total
 
 
-def test_plan_and_layer_scope_selection_match_numpy():
+@pytest.mark.parametrize("score, normalize", [("group", False), ("producer", False), ("group", True)])
+def test_plan_and_layer_scope_selection_match_numpy(score, normalize):
     net, x = DigitsCNN(), paddle.randn([2, 1, 8, 8])
-    pruner = Pruner(net, "magnitude", scope="layer", pattern="channel", example_inputs=x)
+    pruner = Pruner(net, "magnitude", scope="layer", pattern=Channel(x, score=score, normalize=normalize))
     assert list(pruner.parameters) == ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc1.weight",
                                        "fc1.bias", "fc2.weight"]
     assert pruner.plan.coupled == {"conv1.bias": "bias of conv1", "conv2.bias": "bias of conv2",
                                    "fc1.bias": "bias of fc1"}
     assert pruner.plan.dense == {}     # fc2's outputs are refused, but its input rows belong to fc1's group
     groups = pruner.pattern.groups
-    expected = {g.name: np.sort(np.argsort(numpy_magnitude_scores(net, g), kind="stable")[:round(0.25 * g.size)])
-                for g in groups}
+    roles = ("producer",) if score == "producer" else ("producer", "bias", "norm", "consumer")
+    expected = {g.name: np.sort(np.argsort(numpy_magnitude_scores(net, g, roles, normalize),
+                                           kind="stable")[:round(0.25 * g.size)]) for g in groups}
     pruner.prune(sparsity=0.25)
     zeros = group_zeros(net, groups)
     for name in expected:
