@@ -138,3 +138,20 @@ def test_docs_show_the_nm_accuracy_table_of_the_committed_results():
         assert text[start:text.index(nm_accuracy.END)].strip() == table, (
             f"{page}'s 2:4 accuracy table differs from docs/nm_accuracy.json: paste "
             f"`python benchmarks/nm_accuracy.py --table`")
+
+
+def test_channel_latency(tmp_path):
+    data = run("channel_latency.py", tmp_path / "channel_latency.json")
+    assert data["quick"] and [(c["model"], c["fraction"], c["batch"]) for c in data["cases"]] == [("digits_cnn", 0.5, 1)]
+    case = data["cases"][0]
+    assert case["max_abs_diff"] < 1e-5 and case["median_ratio"] == case["ratios"][0] > 0
+    assert case["params"][1] < case["params"][0] and case["flops"][1] < case["flops"][0]
+
+
+def test_channel_accuracy(tmp_path):
+    data = run("channel_accuracy.py", tmp_path / "channel_accuracy.json")
+    assert data["quick"] and data["fractions"] == [0.5] and set(data["curve"]) == {"magnitude", "fisher", "gradient"}
+    assert len(data["runs"]) == 5 and all(0 <= r["accuracy"] <= 1 for r in data["runs"])
+    for run_ in data["runs"]:     # the target fraction of the 176 prunable channels is gone
+        assert sum(run_["kept_channels"].values()) == 176 - round(run_["fraction"] * 176)
+    assert (tmp_path / "channel_accuracy.png").exists()

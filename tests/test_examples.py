@@ -37,3 +37,11 @@ def test_digits_cnn_short_run(tmp_path):
     assert set(rows) == {"dense", "magnitude", "gradient", "fisher"}
     assert rows["dense"][1] == 0.0 and all(rows[c][1] == 0.9 for c in ("magnitude", "gradient", "fisher"))
     assert {p.name for p in (tmp_path / "runs").iterdir()} == {"dense", "magnitude", "gradient", "fisher"}
+
+
+def test_slim_resnet_short_run(tmp_path):
+    out = run("slim_resnet.py", "--epochs", "2", "--images", "32", "--out", str(tmp_path / "model"), cwd=tmp_path)
+    assert "layer1.0.conv1: 64 -> 32 channels" in out
+    diffs = re.search(r"outputs differ by ([\d.e+-]+) \(exported: ([\d.e+-]+)\)", out).groups()
+    assert all(float(d) < 1e-4 for d in diffs)
+    assert (tmp_path / "model.pdiparams").exists()
