@@ -6,7 +6,7 @@ import numpy as np
 import paddle
 import pytest
 
-from channel_nets import DigitsCNN, PlainMLP, member_tensor
+from channel_nets import ConcatNet, DigitsCNN, PlainMLP, member_tensor
 from paddle_prune_callback import Pruner, PruningCallback, slim, trace_channel_groups
 from paddle_prune_callback.channel_pattern import Channel
 from paddle_prune_callback.slim import zero_channels
@@ -133,3 +133,28 @@ def test_bad_channel_arguments():
                                          "LayerNorm over the features mixes the channels"):
         Pruner(MLP(), pattern="channel", example_inputs=paddle.randn([2, 8]))
     assert trace_channel_groups(net, x).groups    # nothing was changed on the way
+
+
+@pytest.mark.parametrize("make, shape, classes", [(PlainMLP, [8], 4), (ConcatNet, [3, 8, 8], 5)])
+def test_mlp_and_concat_through_fit_slim_and_jit_save(make, shape, classes, tmp_path):
+    net = make()
+    rng = np.random.default_rng(0)
+    x = paddle.to_tensor(rng.standard_normal([32] + shape).astype("float32"))
+    data = paddle.io.TensorDataset([x, paddle.to_tensor(rng.integers(0, classes, (32, 1)))])
+    model = paddle.Model(net)
+    model.prepare(paddle.optimizer.Adam(1e-2, parameters=net.parameters()), paddle.nn.CrossEntropyLoss())
+    cb = PruningCallback(target_sparsity=0.5, prune_epochs=[0], criterion="fisher", scope="layer",
+                         pattern="channel", verbose=0)
+    model.fit(data, epochs=2, batch_size=8, callbacks=[cb], verbose=0)
+    groups = cb.pruner.pattern.groups
+    assert {g.name: len(z) for g, z in zip(groups, group_zeros(net, groups).values())} == \
+        {g.name: round(0.5 * g.size) for g in groups}
+    net.eval()
+    masked = net(x).numpy()
+    slim(net, x)
+    np.testing.assert_allclose(net(x).numpy(), masked, rtol=0, atol=1e-5)
+    path = str(tmp_path / "net")
+    paddle.jit.save(net, path, input_spec=[paddle.static.InputSpec([None] + shape, "float32")])
+    loaded = paddle.jit.load(path)
+    loaded.eval()
+    np.testing.assert_allclose(loaded(x).numpy(), masked, rtol=0, atol=1e-5)
