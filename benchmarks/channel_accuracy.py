@@ -10,8 +10,9 @@ the prunable channels (conv1, conv2, fc1: 176) removed. Two parts:
 
 - ``curve``: magnitude, fisher and gradient at several channel fractions, over the seeds, plotted beside
   the unstructured curve of ``docs/accuracy.json`` (x: the fraction of channels, or of weights, removed);
-- ``rules``: at 75 % of channels (magnitude and fisher), the channel score as the sum over all the channel's slices (``group``) or
-  over its producing filter only (``producer``), raw or divided by the number of weights summed.
+- ``rules``: at 75 % of channels (magnitude and fisher), the channel score as the sum over all the
+  channel's slices (``group``) or over its producing filter only (``producer``), raw or divided by the
+  number of weights summed.
 """
 from __future__ import annotations
 
@@ -82,8 +83,9 @@ def plot(data: dict, unstructured: dict | None, path: Path) -> None:
 
 
 def summarize(runs: list, fractions, seeds, epochs: int, quick: bool) -> dict:
+    criteria = [c for c in CRITERIA if any(r["part"] == "curve" and r["criterion"] == c for r in runs)]
     curve = {c: {str(f): stats([r["accuracy"] for r in runs if r["part"] == "curve" and r["criterion"] == c
-                                and r["fraction"] == f]) for f in fractions} for c in CRITERIA}
+                                and r["fraction"] == f]) for f in fractions} for c in criteria}
     rules = {}
     for c in ("magnitude", "fisher"):
         for score, normalize in RULES:
@@ -92,7 +94,7 @@ def summarize(runs: list, fractions, seeds, epochs: int, quick: bool) -> dict:
             if values:
                 rules[f"{c}/{score}/{'mean' if normalize else 'sum'}"] = stats(values)
     return {"machine": common.machine(), "quick": quick, "epochs": epochs, "seeds": sorted(seeds),
-            "fractions": list(fractions), "criteria": list(CRITERIA), "runs": runs, "curve": curve,
+            "fractions": list(fractions), "criteria": criteria, "runs": runs, "curve": curve,
             "rules_at_0.75": rules}
 
 
@@ -100,7 +102,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--quick", action="store_true", help="toy size: one seed, 2 epochs, for the tests")
+    parser.add_argument("--quick", action="store_true",
+                        help="toy size: one seed, 2 epochs, two runs (magnitude at 50 %%, one rule), for the tests")
     parser.add_argument("--combine", nargs="+", metavar="JSON",
                         help="instead of training, merge the runs of these result files (one per seed)")
     parser.add_argument("--out", default=str(common.DOCS / "channel_accuracy.json"))
@@ -115,11 +118,11 @@ def main(argv=None) -> dict:
         variants = RULES[1:2] if args.quick else RULES[1:]    # RULES[0], the default, is in the curve at 0.75
         runs = []
         for seed in seeds:
-            for criterion in CRITERIA:
+            for criterion in CRITERIA[:1] if args.quick else CRITERIA:
                 for fraction in fractions:
                     runs.append(dict(train(criterion, fraction, seed, epochs), part="curve"))
                     print(json.dumps(runs[-1]), flush=True)
-            for criterion in ("magnitude", "fisher"):
+            for criterion in ("fisher",) if args.quick else ("magnitude", "fisher"):
                 for score, normalize in variants:
                     runs.append(dict(train(criterion, 0.75, seed, epochs, score, normalize), part="rules"))
                     print(json.dumps(runs[-1]), flush=True)
