@@ -12,8 +12,9 @@ class Member:
     """One parameter slice of a group: channel ``c`` owns ``offset + c*stride ... offset + (c+1)*stride - 1``
     along ``axis`` of parameter ``parameter`` (a structured name such as ``"layer1.0.conv1.weight"``).
 
-    ``role`` is ``"producer"``, ``"bias"``, ``"norm"`` (BatchNorm scale and shift), ``"statistic"`` (BatchNorm
-    running mean and variance: sliced with the channel, never scored or masked) or ``"consumer"``.
+    ``role`` is ``"producer"``, ``"bias"``, ``"norm"`` (BatchNorm scale and shift), ``"channelwise"`` (a
+    depthwise convolution's filter), ``"statistic"`` (BatchNorm running mean and variance: sliced with the
+    channel, never scored or masked) or ``"consumer"``.
     """
 
     parameter: str

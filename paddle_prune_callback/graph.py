@@ -286,10 +286,14 @@ class _Walker:
         self.flops += 2 * per_example * int(np.prod(wshape[1:]))
         if weight is None or list(weight[1][:2]) != wshape[:2]:
             return self.unknown(op, ins, "a convolution whose filter is not a parameter")
+        groups = attrs.get("groups", 1)
+        in_shape = list(op.operand_source(0).shape)
         refusal = None
-        if attrs.get("groups", 1) != 1:
-            kind = "depthwise" if _base(op.name()) == "depthwise_conv2d" else "grouped"
-            refusal = f"{kind} convolutions (groups={attrs['groups']}) are not handled"
+        if groups != 1 and wshape[1] == 1 and wshape[0] == groups == in_shape[1] and \
+                attrs.get("data_format", "NCHW") == "NCHW":
+            return self.depthwise(op, ins, weight)
+        if groups != 1:
+            refusal = f"grouped convolutions (groups={groups}) are not handled"
         elif attrs.get("data_format", "NCHW") not in ("NCHW", "NCDHW"):
             refusal = f"convolutions in {attrs['data_format']} layout are not handled"
         if refusal is not None:
@@ -301,6 +305,16 @@ class _Walker:
                 return self.unknown(op, ins, "a convolution over a flattened channel axis")
             self.add_members(x, weight[0], 1, "consumer", f"input channels of {_layer(weight[0])}")
         self.producer(op, weight, 0, 1, "channels")
+
+    def depthwise(self, op, ins, weight: Tuple[str, List[int]]) -> None:
+        """A depthwise convolution (one filter per channel) keeps channels apart: its filters go with them."""
+        x = ins[0]
+        if isinstance(x, _Layout):
+            if x.axis != 1 or any(stride != 1 for _, stride in x.segments):
+                return self.unknown(op, ins, "a convolution over a flattened channel axis")
+            self.add_members(x, weight[0], 0, "channelwise", f"depthwise filter of {_layer(weight[0])}")
+        if x is not None:
+            self.values[op.result(0).id] = x
 
     op_conv3d = op_conv2d
     op_depthwise_conv2d = op_conv2d

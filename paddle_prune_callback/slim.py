@@ -75,7 +75,9 @@ def _shape_attrs(layer: paddle.nn.Layer) -> Dict[str, int]:
     """The layer's shape attributes that ``print`` and ``paddle.summary`` show, from its parameters."""
     if isinstance(layer, (paddle.nn.Conv1D, paddle.nn.Conv2D, paddle.nn.Conv3D)):
         out_c, in_c = layer.weight.shape[:2]
-        return {"_out_channels": out_c, "_in_channels": in_c * layer._groups}
+        if layer._groups > 1:   # depthwise (one filter per channel): the only grouped convolution traced
+            return {"_out_channels": out_c, "_in_channels": out_c, "_groups": out_c}
+        return {"_out_channels": out_c, "_in_channels": in_c}
     if isinstance(layer, paddle.nn.layer.norm._BatchNormBase):
         return {"_num_features": layer._mean.shape[0]}
     if isinstance(layer, paddle.nn.Embedding):

@@ -66,3 +66,22 @@ def zero_group_channels(net, group, channels, roles=None) -> None:
             w = np.moveaxis(t.numpy(), m.axis, 0).copy()
             w[m.indices(np.asarray(channels))] = 0
             t.set_value(np.moveaxis(w, 0, m.axis))
+
+
+class DepthwiseNet(paddle.nn.Layer):
+    """A MobileNetV2 block: 1×1 expansion, 3×3 depthwise, 1×1 projection, then a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.expand = paddle.nn.Conv2D(3, 8, 1)
+        self.bn1 = paddle.nn.BatchNorm2D(8)
+        self.dw = paddle.nn.Conv2D(8, 8, 3, padding=1, groups=8)
+        self.bn2 = paddle.nn.BatchNorm2D(8)
+        self.project = paddle.nn.Conv2D(8, 6, 1, bias_attr=False)
+        self.bn3 = paddle.nn.BatchNorm2D(6)
+        self.fc = paddle.nn.Linear(6, 3)
+
+    def forward(self, x):
+        relu6 = paddle.nn.functional.relu6
+        x = relu6(self.bn2(self.dw(relu6(self.bn1(self.expand(x))))))
+        return self.fc(self.bn3(self.project(x)).mean(axis=[2, 3]))

@@ -7,7 +7,8 @@ import numpy as np
 import paddle
 import pytest
 
-from channel_nets import ConcatNet, DigitsCNN, PlainMLP, member_tensor, randomize_batch_norm, zero_group_channels
+from channel_nets import (ConcatNet, DepthwiseNet, DigitsCNN, PlainMLP, member_tensor, randomize_batch_norm,
+                          zero_group_channels)
 from conftest import MLP
 from paddle_prune_callback import trace_channel_groups
 
@@ -90,7 +91,20 @@ def test_concat_offsets():
     assert ("fc.weight", 0, 0, 16, "consumer") in slices(groups["c"])
 
 
+def test_depthwise_filters_go_with_their_channels():
+    graph = trace_channel_groups(DepthwiseNet(), paddle.randn([2, 3, 8, 8]))
+    assert [g.name for g in graph.groups] == ["expand", "project"]
+    assert slices(graph.groups[0]) == sorted(
+        [("expand.weight", 0, 0, 1, "producer"), ("expand.bias", 0, 0, 1, "bias"),
+         ("dw.weight", 0, 0, 1, "channelwise"), ("dw.bias", 0, 0, 1, "bias"), ("project.weight", 1, 0, 1, "consumer")]
+        + [(f"{bn}.{p}", 0, 0, 1, "statistic") for bn in ("bn1", "bn2") for p in ("_mean", "_variance")]
+        + [(f"{bn}.{p}", 0, 0, 1, "norm") for bn in ("bn1", "bn2") for p in ("weight", "bias")])
+    graph = trace_channel_groups(paddle.vision.models.mobilenet_v2(num_classes=10), paddle.randn([1, 3, 32, 32]))
+    assert len(graph.groups) == 25 and [g.name for g in graph.refused] == ["input 'input_0'", "classifier.1"]
+
+
 @pytest.mark.parametrize("make, shape", [(ConcatNet, [2, 3, 8, 8]), (DigitsCNN, [2, 1, 8, 8]),
+                                         (DepthwiseNet, [2, 3, 8, 8]),
                                          (lambda: paddle.vision.models.resnet18(num_classes=10), [2, 3, 32, 32])])
 def test_listed_consumers_are_all_of_them(make, shape):
     """Independent of how the groups were found: once a channel's listed consumer slices are zero, no
@@ -107,7 +121,7 @@ def test_listed_consumers_are_all_of_them(make, shape):
         before = net(x).numpy()
         with paddle.no_grad():
             for m in group.members:
-                if m.role in ("producer", "bias", "norm"):
+                if m.role in ("producer", "bias", "norm", "channelwise"):
                     t = member_tensor(net, m.parameter)
                     w = np.moveaxis(t.numpy(), m.axis, 0).copy()
                     w[m.indices([channel])] += 1.0
@@ -161,9 +175,9 @@ class Mixing(paddle.nn.Layer):
 def test_untraceable_channels_are_refused_with_reasons():
     groups = by_name(trace_channel_groups(Grouped(), paddle.randn([1, 3, 4, 4])))
     assert all(not g.prunable for g in groups.values())
-    assert groups["a"].reasons == ["depthwise convolutions (groups=8) are not handled"]
-    assert groups["dw"].reasons == ["depthwise convolutions (groups=8) are not handled",
-                                    "grouped convolutions (groups=2) are not handled"]
+    # a's channels pass the depthwise conv (one filter per channel) and meet the grouped one
+    assert groups["a"].reasons == ["grouped convolutions (groups=2) are not handled"]
+    assert ("dw.weight", 0, 0, 1, "channelwise") in slices(groups["a"]) and "dw" not in groups
     assert groups["g"].reasons == ["grouped convolutions (groups=2) are not handled"]
     groups = by_name(trace_channel_groups(Mixing(), paddle.randn([1, 3, 4, 4])))
     assert groups["a"].reasons == ["a reshape from [-1, 8, 4, 4] to [-1, 2, 4, 16] that mixes the channels"]

@@ -6,7 +6,7 @@ import numpy as np
 import paddle
 import pytest
 
-from channel_nets import ConcatNet, DigitsCNN, PlainMLP, randomize_batch_norm, zero_group_channels
+from channel_nets import ConcatNet, DepthwiseNet, DigitsCNN, PlainMLP, randomize_batch_norm, zero_group_channels
 from paddle_prune_callback import slim, trace_channel_groups
 
 
@@ -95,6 +95,24 @@ def test_concat_net_slim():
     bn_kept = np.concatenate([kept["a"], 4 + kept["b"]])
     np.testing.assert_array_equal(net.bn.weight.numpy(), before["bn.weight"][bn_kept])
     np.testing.assert_array_equal(net.c.weight.numpy(), before["c.weight"][kept["c"]][:, bn_kept])
+
+
+def test_depthwise_net_slim(tmp_path):
+    net, x = DepthwiseNet(), paddle.randn([3, 3, 8, 8])
+    randomize_batch_norm(net)
+    kept = mask_half(net, x)
+    masked = outputs(net, x)
+    before = params(net)
+    slim(net, x)
+    np.testing.assert_allclose(outputs(net, x), masked, rtol=0, atol=1e-5)
+    k = kept["expand"]
+    np.testing.assert_array_equal(net.dw.weight.numpy(), before["dw.weight"][k])
+    assert net.dw._groups == net.dw._in_channels == net.dw._out_channels == 4 and "groups=4" in str(net.dw)
+    path = str(tmp_path / "dw")
+    paddle.jit.save(net, path, input_spec=[paddle.static.InputSpec([None, 3, 8, 8], "float32")])
+    loaded = paddle.jit.load(path)
+    loaded.eval()
+    np.testing.assert_allclose(loaded(x).numpy(), masked, rtol=0, atol=1e-5)
 
 
 def test_training_continues_with_a_new_optimizer():
