@@ -45,3 +45,16 @@ def test_slim_resnet_short_run(tmp_path):
     diffs = re.search(r"outputs differ by ([\d.e+-]+) \(exported: ([\d.e+-]+)\)", out).groups()
     assert all(float(d) < 1e-4 for d in diffs)
     assert (tmp_path / "model.pdiparams").exists()
+
+
+def test_readme_console_table_is_a_fresh_run_of_the_example(tmp_path):
+    """The console summary shown under "Monitoring in VisualDL" is what the example's fisher run prints."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from digits_cnn import train; "
+            "train('fisher', 0.9, verbose=1)")
+    done = subprocess.run([sys.executable, "-c", code, str(ROOT / "examples")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, GLOG_minloglevel="2"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = re.search(r"^PruningCallback: final global sparsity.*?^total .*?$", done.stdout, re.M | re.S).group(0)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = re.search(r"```\n(PruningCallback: final global sparsity.*?)\n```", readme, re.S).group(1)
+    assert shown == printed, f"README.md's console table differs from a fresh run; it printed:\n{printed}"
