@@ -33,6 +33,12 @@ def trace_program(network: paddle.nn.Layer, example_inputs):
     try:
         fn = paddle.jit.to_static(network.forward, input_spec=specs, full_graph=True)
         concrete = fn.concrete_program
+        # Paddle < 3.3.1 traces inputs whose shapes do not fit the weights without an error; an eager
+        # forward of the example tensors finds the mismatch on every version.
+        tensors = list(example_inputs) if isinstance(example_inputs, (list, tuple)) else [example_inputs]
+        if all(isinstance(x, paddle.Tensor) for x in tensors):
+            with paddle.no_grad():
+                network(*tensors)
     except Exception as err:
         raise RuntimeError(f"could not trace {type(network).__name__}.forward with paddle.jit.to_static for "
                            f"its channel groups: {type(err).__name__}: {err}") from err
