@@ -399,6 +399,9 @@ class PruningCallback(paddle.callbacks.Callback):
         state = load_state(state_file)
         try:
             cb = cls._from_state(state, overrides, from_dir)
+            specs = model_input_specs(model) if cb.pattern.needs_example_inputs else None
+            if specs is not None:
+                cb.pattern = cb.pattern.with_example_inputs(specs)
             cb.pruner = cb._make_pruner(model.network)
             cb.pruner.check_state_dict(state)
         except (KeyError, TypeError, ValueError) as err:

@@ -62,7 +62,8 @@ class Channel(Pattern):
         if self.example_inputs is None:
             raise ValueError("pattern='channel' traces the network and needs example inputs: pass "
                              "Pruner(..., pattern='channel', example_inputs=one_batch), or "
-                             "pattern=Channel(example_inputs=one_batch).")
+                             "pattern=Channel(example_inputs=one_batch) (also to PruningCallback.resume), or "
+                             "build paddle.Model(net, inputs=[InputSpec(...)]).")
         self.graph = trace_channel_groups(network, self.example_inputs)
         params = dict(network.named_parameters())
         dense: Dict[str, str] = {}

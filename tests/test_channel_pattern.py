@@ -158,3 +158,32 @@ def test_mlp_and_concat_through_fit_slim_and_jit_save(make, shape, classes, tmp_
     loaded = paddle.jit.load(path)
     loaded.eval()
     np.testing.assert_allclose(loaded(x).numpy(), masked, rtol=0, atol=1e-5)
+
+
+def test_resume_a_channel_run(tmp_path):
+    from digits_cnn import digits_datasets
+    train, _ = digits_datasets()
+    spec = paddle.static.InputSpec([None, 1, 8, 8], "float32", "x")
+
+    def model_of(net):
+        model = paddle.Model(net, inputs=[spec])
+        model.prepare(paddle.optimizer.Adam(1e-3, parameters=net.parameters()), paddle.nn.CrossEntropyLoss())
+        return model
+
+    net = DigitsCNN()
+    cb = PruningCallback(target_sparsity=0.5, prune_epochs=[0], scope="layer", criterion="magnitude",
+                         pattern="channel", state_dir=str(tmp_path), verbose=0)
+    model_of(net).fit(train, epochs=1, batch_size=128, callbacks=[cb], verbose=0)
+    pruned = group_zeros(net, cb.pruner.pattern.groups)
+
+    again = DigitsCNN()
+    model = model_of(again)
+    resumed = PruningCallback.resume(str(tmp_path), model)      # traced from the Model's InputSpec
+    assert resumed.pruner.pattern.name == "channel"
+    assert resumed.pruner.plan.parameters.keys() == cb.pruner.parameters.keys()
+    model.fit(train, epochs=1, batch_size=128, callbacks=[resumed], verbose=0)
+    after = group_zeros(again, resumed.pruner.pattern.groups)
+    for name in pruned:
+        np.testing.assert_array_equal(after[name], pruned[name])
+    with pytest.raises(ValueError, match=r"cannot resume from .*needs example inputs.*PruningCallback.resume"):
+        PruningCallback.resume(str(tmp_path), paddle.Model(DigitsCNN()))
