@@ -1,7 +1,9 @@
 """Cost of one prune event at scale: time and peak extra memory, against a full sort of all scores.
 
     GLOG_minloglevel=2 python benchmarks/prune_event.py [--sizes 1M 10M 50M] [--repeats 3] [--quick]
-                                                          [--out docs/prune_event.json]
+                                                          [--mask-dtypes bool float] [--out docs/prune_event.json]
+
+Every case runs once per ``mask_dtype`` (``"bool"``: 1 byte per weight, ``"float"``: the parameter's dtype).
 
 The network is 64 square ``Linear`` weights (no biases) totalling the given number of weights. For
 ``fisher`` the engine gets real squared gradients: ``Pruner.attach``, one backward, ``Pruner.step``.
@@ -15,8 +17,9 @@ The network is 64 square ``Linear`` weights (no biases) totalling the given numb
   weights and none scores above a kept one; ``mask_differences_vs_full_sort`` counts the weights where
   the two masks differ (equal scores at the cut are ordered by position by the engine, arbitrarily by
   ``np.argsort``).
-* Per-step cost of the masks: ``Pruner.step()`` (re-applies the float masks in place) against the same
-  with bool masks cast to the parameter's dtype at every step, the price of not keeping float masks.
+* Per-step cost of the masks, for the case's ``mask_dtype``: ``Pruner.step()`` (re-applies every mask in
+  place: ``multiply_`` for float masks, ``masked_fill_`` for bool ones), and the gradient hooks' masking of
+  one gradient per pruned parameter (a new tensor: ``grad * mask``, or ``masked_fill``).
 * Memory (Linux): each case runs in a fresh process with ``MALLOC_MMAP_THRESHOLD_=16384``, so that
   freed blocks go back to the system and the resident set (``VmRSS``) shows what is really held. A
   small prune runs first, so that loading code and libraries is not counted. The peak is read from
@@ -71,8 +74,8 @@ def backward(net: paddle.nn.LayerList) -> None:
     paddle.add_n([(layer(x) ** 2).mean() for layer in net]).backward()
 
 
-def make_pruner(net, criterion: str) -> Pruner:
-    pruner = Pruner(net, criterion=criterion)
+def make_pruner(net, criterion: str, mask_dtype: str = "float") -> Pruner:
+    pruner = Pruner(net, criterion=criterion, mask_dtype=mask_dtype)
     if pruner.criterion.needs_gradients:
         pruner.attach()
         record_batch(net, pruner)
@@ -124,8 +127,8 @@ def reset_peak() -> None:
         f.write("5")                      # resets VmHWM to the current VmRSS
 
 
-def memory_worker(size: int, criterion: str) -> dict:
-    warm = make_pruner(build(NUM_PARAMETERS * 4), criterion)   # loads the code paths once, not counted
+def memory_worker(size: int, criterion: str, mask_dtype: str) -> dict:
+    warm = make_pruner(build(NUM_PARAMETERS * 4), criterion, mask_dtype)   # loads the code paths once, not counted
     full_sort(warm, num_to_prune(warm))
     warm.prune(sparsity=SPARSITY)
     del warm
@@ -135,7 +138,7 @@ def memory_worker(size: int, criterion: str) -> dict:
     param_bytes = sum(p.numpy().nbytes for p in net.parameters())
     gc.collect()
     base = status("VmRSS")
-    pruner = make_pruner(net, criterion)
+    pruner = make_pruner(net, criterion, mask_dtype)
     gc.collect()
     before = status("VmRSS")
 
@@ -169,7 +172,7 @@ def memory_worker(size: int, criterion: str) -> dict:
             "full_sort_transient": ratio(sort_peak)}
 
 
-def time_worker(size: int, criterion: str, repeats: int) -> dict:
+def time_worker(size: int, criterion: str, repeats: int, mask_dtype: str) -> dict:
     net = build(size)
     backward(net)
     net.clear_gradients(set_to_zero=True)
@@ -179,7 +182,7 @@ def time_worker(size: int, criterion: str, repeats: int) -> dict:
     for r in range(repeats):
         for p, w in zip(params, dense):
             p.set_value(w)
-        pruner = make_pruner(net, criterion)
+        pruner = make_pruner(net, criterion, mask_dtype)
         k = num_to_prune(pruner)
         if r == repeats - 1:                    # the scores of the last repeat, to check the selection
             g2 = pruner.mean_sq_grads()
@@ -201,7 +204,7 @@ def time_worker(size: int, criterion: str, repeats: int) -> dict:
     mismatches = sum(int(np.count_nonzero(a != b)) for a, b in zip(engine_keep, baseline_keep))
     keep = np.concatenate(engine_keep)
     exact = int(keep.size - np.count_nonzero(keep)) == k and scores[~keep].max() <= scores[keep].min()
-    float_ms, bool_ms = mask_step_costs(pruner)
+    step_ms, hook_ms = mask_step_costs(pruner)
     return {"num_parameters": len(params), "weights": sum(w.size for w in dense),
             "prune_seconds": statistics.median(prune_s), "full_sort_seconds": statistics.median(sort_s),
             "speedup": statistics.median(sort_s) / statistics.median(prune_s),
@@ -209,23 +212,22 @@ def time_worker(size: int, criterion: str, repeats: int) -> dict:
             "prune_seconds_all": prune_s, "full_sort_seconds_all": sort_s, "later_prune_seconds_all": later_s,
             "measured_sparsity": sparsity, "later_measured_sparsity": later_sparsity,
             "selection_exact": bool(exact), "mask_differences_vs_full_sort": mismatches,
-            "step_float_masks_ms": float_ms, "step_bool_masks_cast_ms": bool_ms}
+            "step_ms": step_ms, "hook_ms": hook_ms}
 
 
 def mask_step_costs(pruner: Pruner, repeats: int = 15) -> tuple[float, float]:
-    """Median milliseconds to re-apply all masks once: the engine's float masks (``Pruner.step``), and
-    bool masks cast to the parameter's dtype at each step, which would hold 1 byte per weight instead."""
-    keeps = pruner.keep
-    params = [pruner.parameters[n] for n in keeps]
-    bool_masks = [paddle.to_tensor(keeps[n].reshape(p.shape)) for n, p in zip(keeps, params)]
+    """Median milliseconds to re-apply all masks once (``Pruner.step``), and for the gradient hooks to mask
+    one gradient of every pruned parameter."""
+    masks = pruner._masks
+    grads = {n: paddle.ones_like(pruner.parameters[n]) for n in masks}
 
-    def with_bool_masks():
+    def hooks():
         with paddle.no_grad():
-            for p, m in zip(params, bool_masks):
-                p.multiply_(m.astype(p.dtype))
+            for n, mask in masks.items():
+                mask.masked(grads[n])
 
     costs = []
-    for fn in (pruner.step, with_bool_masks):
+    for fn in (pruner.step, hooks):
         fn()
         times = []
         for _ in range(repeats):
@@ -236,15 +238,15 @@ def mask_step_costs(pruner: Pruner, repeats: int = 15) -> tuple[float, float]:
     return costs[0], costs[1]
 
 
-def run_worker(mode: str, size: int, criterion: str, repeats: int) -> dict:
+def run_worker(mode: str, size: int, criterion: str, repeats: int, mask_dtype: str) -> dict:
     env = dict(os.environ, GLOG_minloglevel="2")
     if mode == "memory":
         env["MALLOC_MMAP_THRESHOLD_"] = "16384"
     cmd = [sys.executable, __file__, "--worker", mode, "--sizes", str(size), "--criterion", criterion,
-           "--repeats", str(repeats)]
+           "--repeats", str(repeats), "--mask-dtypes", mask_dtype]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"{mode} worker for {size} weights, {criterion}, failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{mode} worker for {size} weights, {criterion}, {mask_dtype} masks, failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -253,14 +255,16 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["1M", "10M", "50M"], help="total prunable weights")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="toy size (300K weights), one repeat")
+    parser.add_argument("--mask-dtypes", nargs="+", default=["bool", "float"], choices=("bool", "float"))
     parser.add_argument("--out", default=str(common.DOCS / "prune_event.json"))
     parser.add_argument("--worker", choices=("memory", "time"), help=argparse.SUPPRESS)
     parser.add_argument("--criterion", choices=CRITERIA, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         size = parse_size(args.sizes[0])
-        result = (memory_worker(size, args.criterion) if args.worker == "memory"
-                  else time_worker(size, args.criterion, args.repeats))
+        mask_dtype = args.mask_dtypes[0]
+        result = (memory_worker(size, args.criterion, mask_dtype) if args.worker == "memory"
+                  else time_worker(size, args.criterion, args.repeats, mask_dtype))
         print(json.dumps(result))
         return
     sizes = ["300K"] if args.quick else args.sizes
@@ -269,15 +273,16 @@ def main() -> None:
                "num_parameters": NUM_PARAMETERS, "cases": []}
     for size in sizes:
         for criterion in CRITERIA:
-            case = {"size": size, "criterion": criterion,
-                    **run_worker("time", parse_size(size), criterion, repeats),
-                    "memory": run_worker("memory", parse_size(size), criterion, repeats)}
-            results["cases"].append(case)
-            mem = case["memory"]
-            print(f"{size:>5} {criterion:<9}: prune {case['prune_seconds']:.3f}s, full sort "
-                  f"{case['full_sort_seconds']:.3f}s ({case['speedup']:.1f}x); peak extra "
-                  f"{mem['peak_during_prune']:.2f}x of the parameters' bytes, persistent "
-                  f"{mem['persistent_after_prune']:.2f}x", flush=True)
+            for mask_dtype in args.mask_dtypes:
+                case = {"size": size, "criterion": criterion, "mask_dtype": mask_dtype,
+                        **run_worker("time", parse_size(size), criterion, repeats, mask_dtype),
+                        "memory": run_worker("memory", parse_size(size), criterion, repeats, mask_dtype)}
+                results["cases"].append(case)
+                mem = case["memory"]
+                print(f"{size:>5} {criterion:<9} {mask_dtype:<5}: prune {case['prune_seconds']:.3f}s, full sort "
+                      f"{case['full_sort_seconds']:.3f}s ({case['speedup']:.1f}x); peak extra "
+                      f"{mem['peak_during_prune']:.2f}x of the parameters' bytes, persistent "
+                      f"{mem['persistent_after_prune']:.2f}x; step {case['step_ms']:.2f} ms", flush=True)
     common.write_json(args.out, results)
 
 

@@ -46,10 +46,10 @@ import paddle
 from ._validation import check_bool, check_choice, check_fraction, check_threshold
 from .accumulate import SquaredGradients
 from .criteria import CRITERIA
-from .masks import MASK_DTYPES, Mask, resolve_mask_dtype
+from .masks import MASK_DTYPES, Mask, count_nonzero, resolve_mask_dtype
 from .parameters import ParameterSpec, check_parameter_spec, resolve_parameters
 from .patterns import PatternSpec, check_pattern
-from .scores import ScoreSource
+from .scores import ScoreSource, nonzero
 
 SCOPES = ("global", "layer")
 _HISTOGRAM_SAMPLE = 1 << 16
@@ -164,7 +164,7 @@ class Pruner:
             self._ensure_hook(name)
         if self.hold_zeros:
             with paddle.no_grad():
-                self._apply({n: p != 0 for n, p in self.parameters.items()})
+                self._apply({n: nonzero(p) for n, p in self.parameters.items()})
         self.reapply()
         return self
 
@@ -291,33 +291,43 @@ class Pruner:
         return np.concatenate(parts)
 
     def _apply(self, new_keeps: Dict[str, paddle.Tensor]) -> None:
-        """AND each keep-mask with the parameter's old one, then apply those that prune something: to the
-        weights, the optimizer state and the masks, all of them or, if an update fails, none."""
+        """AND each keep-mask with the parameter's old one and apply those that prune something new: to
+        the weights, the optimizer state and the masks, all of them or, if an update fails, none (the old
+        values of the newly pruned positions are restored, and the old masks rebuilt from the new ones).
+        Consumes ``new_keeps``. Until the event completes it holds the old values of the newly pruned
+        positions (of the weights and their optimizer state): the price of an all-or-nothing prune."""
+        undo, changed = [], []   # (tensor, newly pruned, their old values); (name, had a mask, newly pruned)
         with paddle.no_grad():
-            changes = {}
-            for name, keep in new_keeps.items():
-                old = self._masks.get(name)
-                keep = keep if old is None else paddle.logical_and(keep, old.keep())
-                if not bool(keep.all()):
-                    p = self.parameters[name]
-                    changes[name] = Mask(keep, resolve_mask_dtype(self.mask_dtype, p), p.dtype)
-            undo = []     # (tensor, newly pruned positions, their old values)
             try:
-                for name, mask in changes.items():
-                    p = self.parameters[name]
+                for name in list(new_keeps):
+                    keep = new_keeps.pop(name)    # each keep-mask is freed once its Mask is built
                     old = self._masks.get(name)
-                    newly = paddle.logical_not(mask.keep())
+                    newly = paddle.logical_not(keep)
                     if old is not None:
-                        newly = paddle.logical_and(newly, old.keep())
+                        old_keep = old.keep()
+                        newly = paddle.logical_and(newly, old_keep)
+                        keep = paddle.logical_and(keep, old_keep)
+                        del old_keep
+                    if not bool(newly.any()):
+                        continue
+                    p = self.parameters[name]
+                    mask = Mask(keep, resolve_mask_dtype(self.mask_dtype, p), p.dtype)
+                    del keep
                     for t in [p] + self._optimizer_state(p):
                         undo.append((t, newly, paddle.masked_select(t, newly)))
                         mask_in_place(mask, t)
+                    changed.append((name, old is not None, newly))
+                    self._masks[name] = mask
             except BaseException:
                 for t, newly, values in reversed(undo):
                     paddle.assign(paddle.masked_scatter(t, newly, values), output=t)
+                for name, had_mask, newly in changed:
+                    mask = self._masks.pop(name)
+                    if had_mask:
+                        p = self.parameters[name]
+                        self._masks[name] = Mask(paddle.logical_or(mask.keep(), newly), mask.kind, p.dtype)
                 raise
-        self._masks.update(changes)
-        for name in changes:
+        for name, _, _ in changed:
             self._ensure_hook(name)
 
     def _optimizer_state(self, p: paddle.Tensor) -> list:
@@ -332,8 +342,8 @@ class Pruner:
 
     # ------------------------------------------------------------------ reporting
     def _zeros(self, p: paddle.Tensor) -> int:
-        # Counted on the parameter's device; -0.0 is a zero.
-        return int(p.size) - int(paddle.count_nonzero(p))
+        # Counted on the parameter's device (on CPU, on a zero-copy view); -0.0 is a zero.
+        return int(p.size) - count_nonzero(p)
 
     def sparsity(self) -> Dict[str, float]:
         """Fraction of exact zeros in each managed parameter, counted from the weights, and ``"global"``
@@ -357,7 +367,7 @@ class Pruner:
                 idx = paddle.to_tensor(rng.integers(0, n, size=max(1, round(size * n / total))), dtype="int64",
                                        place=p.place)
                 sample = paddle.gather(p.flatten().astype("float32"), idx)
-                parts.append(paddle.masked_select(sample, sample != 0).numpy())
+                parts.append(paddle.masked_select(sample, nonzero(sample)).numpy())
         return np.concatenate(parts)
 
     def table(self) -> list[tuple[str, tuple, int, int, float]]:

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
+import numpy as np
 import paddle
 
 from .criteria import Criterion
-from .masks import Mask
+from .masks import Mask, host_view
 
 PRUNED_SCORE = -1.0
+
+
+def nonzero(t: paddle.Tensor) -> paddle.Tensor:
+    """``t != 0``, exactly: Paddle's float ``!=`` treats subnormals as 0; its ``<`` and ``>`` are exact."""
+    return paddle.logical_or(t > 0, t < 0)
 
 
 class ScoreSource:
@@ -55,8 +61,8 @@ class ScoreSource:
         return None if mask is None else mask.keep()
 
     def num_pruned(self, name: str) -> int:
-        keep = self.keep(name)
-        return 0 if keep is None else self.size(name) - int(paddle.count_nonzero(keep))
+        mask = self._masks.get(name)
+        return 0 if mask is None else mask.num_pruned()
 
     def _mean_g2(self, g2_sum: Optional[paddle.Tensor]) -> Optional[paddle.Tensor]:
         if g2_sum is None:
@@ -69,14 +75,23 @@ class ScoreSource:
         with paddle.no_grad():
             w = self.parameters[name].astype("float32")
             s = self.criterion.score(w, self._mean_g2(self._sq_grads.get(name)))
-            return self._mark_pruned(s, w, self.keep(name))
+            mask = self._masks.get(name)
+            s_view, w_view = host_view(s), host_view(w)
+            pruned_view = None if mask is None else mask.pruned_view()
+            if s_view is not None and w_view is not None and (mask is None or pruned_view is not None):
+                dead = w_view == 0                     # on CPU: in place, through zero-copy views
+                if pruned_view is not None:
+                    dead |= pruned_view
+                np.putmask(s_view, dead, PRUNED_SCORE)
+                return s
+            return self._mark_pruned(s, w, None if mask is None else mask.pruned())
 
     @staticmethod
-    def _mark_pruned(s: paddle.Tensor, w: paddle.Tensor, keep: Optional[paddle.Tensor]) -> paddle.Tensor:
-        alive = w != 0
-        if keep is not None:
-            alive = paddle.logical_and(alive, keep)
-        return paddle.where(alive, s, paddle.full([], PRUNED_SCORE, dtype="float32"))
+    def _mark_pruned(s: paddle.Tensor, w: paddle.Tensor, pruned: Optional[paddle.Tensor]) -> paddle.Tensor:
+        s = paddle.where(nonzero(w), s, paddle.full([], PRUNED_SCORE, dtype="float32"))
+        if pruned is not None:
+            s.masked_fill_(pruned, PRUNED_SCORE)
+        return s
 
     def sample(self, name: str, index: paddle.Tensor) -> paddle.Tensor:
         """The scores at the given flat indices (int64, on the parameter's device), computed only there."""
@@ -85,5 +100,5 @@ class ScoreSource:
             g2_sum = self._sq_grads.get(name)
             g2 = None if g2_sum is None else paddle.gather(g2_sum.flatten(), index)
             s = self.criterion.score(w, self._mean_g2(g2))
-            keep = self.keep(name)
-            return self._mark_pruned(s, w, None if keep is None else paddle.gather(keep.flatten(), index))
+            mask = self._masks.get(name)
+            return self._mark_pruned(s, w, None if mask is None else mask.pruned_at(index))

@@ -56,17 +56,20 @@ def test_overhead(results):
 
 def test_prune_event(results):
     data = load(results, "prune_event")
-    assert [(c["size"], c["criterion"]) for c in data["cases"]] == [("300K", "magnitude"), ("300K", "fisher")]
+    assert [(c["size"], c["criterion"], c["mask_dtype"]) for c in data["cases"]] == [
+        ("300K", "magnitude", "bool"), ("300K", "magnitude", "float"), ("300K", "fisher", "bool"), ("300K", "fisher", "float")]
     for c in data["cases"]:
         assert c["weights"] > 4 * 65536 and c["num_parameters"] == 64     # large enough to sample the cut
         assert c["selection_exact"]
         assert c["measured_sparsity"] == pytest.approx(0.9, abs=1e-4)
         assert c["later_measured_sparsity"] == pytest.approx(0.95, abs=1e-4)
-        assert c["prune_seconds"] > 0 and c["full_sort_seconds"] > 0 and c["step_float_masks_ms"] > 0
+        assert c["prune_seconds"] > 0 and c["full_sort_seconds"] > 0 and c["step_ms"] > 0 and c["hook_ms"] > 0
         m = c["memory"]
         assert all(math.isfinite(v) for v in m.values())
-        assert m["peak_during_prune"] >= m["persistent_after_prune"] > 1.0   # float masks are 1.0x alone
-    fisher = data["cases"][1]["memory"]
+        assert m["peak_during_prune"] >= m["persistent_after_prune"]
+        # float masks are 1.0x of the weights' bytes alone, bool ones 0.25x
+        assert m["persistent_after_prune"] > (1.0 if c["mask_dtype"] == "float" else 0.2)
+    fisher = data["cases"][2]["memory"]
     assert fisher["state_before_prune"] > 0.9                                 # the float32 accumulators
 
 
@@ -84,7 +87,7 @@ def test_accuracy(results):
 def test_report_tables_from_the_quick_results(results):
     text = report.report(results)
     assert "### Training overhead" in text and "| `digits_cnn` | fisher |" in text
-    assert "| 300K (295,936 in 64) | magnitude |" in text
+    assert "| 300K (295,936 in 64) | magnitude | bool |" in text and "| 300K | fisher |" in text
     assert "At 98%:" in text
 
 
