@@ -87,7 +87,7 @@ def prune_event(data: dict) -> list[str]:
         if c["size"] == SECONDS_AT:
             held, target = c["memory"]["persistent_after_prune"], PERSISTENT_TARGETS[c["mask_dtype"], c["criterion"]]
             lines.append(f"- persistent extra memory ≤ {target}× of the parameters' bytes, {c['criterion']}, "
-                         f"{c['mask_dtype']} masks, {SECONDS_AT}: {held:.2f}× — {verdict(held <= target)}")
+                         f"{c['mask_dtype']} masks, {SECONDS_AT}: {held:.3f}× — {verdict(held <= target)}")
     lines += ["", "Per-step cost of the masks (all pruned parameters, once), by `mask_dtype`:", "",
               "| weights | criterion | re-apply, bool | re-apply, float | gradient hooks, bool | gradient hooks, float |",
               "|---|---|---|---|---|---|"]
