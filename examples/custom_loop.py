@@ -21,7 +21,7 @@ def main() -> None:
     net = paddle.nn.Sequential(paddle.nn.Linear(16, 64), paddle.nn.ReLU(), paddle.nn.Linear(64, 1))
     optimizer = paddle.optimizer.Momentum(learning_rate=0.01, momentum=0.9, parameters=net.parameters())
     schedule = PruningSchedule(target_sparsity=0.8, prune_epochs=[0, 1, 2, 3], schedule="polynomial")
-    pruner = Pruner(net, criterion="fisher", scope="global").attach(optimizer)
+    pruner = Pruner(net, criterion="hybrid", scope="global").attach(optimizer)
 
     for epoch in range(6):
         for xb, yb in loader:

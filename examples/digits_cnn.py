@@ -19,7 +19,7 @@ from sklearn.model_selection import train_test_split
 
 from paddle_prune_callback import PruningCallback
 
-CRITERIA = ("magnitude", "gradient", "fisher")
+CRITERIA = ("magnitude", "gradient", "fisher", "hybrid")
 
 
 class DigitsCNN(paddle.nn.Layer):

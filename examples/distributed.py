@@ -34,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--sparsity", type=float, default=0.9)
-    parser.add_argument("--criterion", default="fisher", choices=("magnitude", "gradient", "fisher", "hybrid"))
+    parser.add_argument("--criterion", default="hybrid", choices=("magnitude", "gradient", "fisher", "hybrid"))
     parser.add_argument("--log-dir", default="runs/distributed", help="VisualDL log directory ('' for none)")
     args = parser.parse_args()
 

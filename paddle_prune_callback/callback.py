@@ -39,7 +39,7 @@ class PruningCallback(paddle.callbacks.Callback):
             ``fit`` (at most 10), leaving the rest to recover.
         criterion (str, optional): ``"magnitude"`` |w|, ``"gradient"`` mean g², ``"fisher"``
             ½·mean(g²)·w² (Optimal Brain Damage with the empirical Fisher), or ``"hybrid"`` w²·sqrt(mean g²)
-            (ranks like |w|·F^¼). Default: ``"fisher"``.
+            (ranks like |w|·F^¼). Default: ``"hybrid"``, chosen by measurement (``docs/accuracy.md``).
         schedule (str|callable, optional): ``"polynomial"``, ``"linear"``, ``"constant"`` or a callable
             ``(k, n) -> sparsity``; see :class:`PruningSchedule`. Default: ``"polynomial"``.
         scope (str, optional): ``"global"`` ranks all pruned weights together; ``"layer"`` gives every
@@ -88,7 +88,7 @@ class PruningCallback(paddle.callbacks.Callback):
     """
 
     def __init__(self, target_sparsity: Optional[float] = None, prune_epochs: Optional[Sequence[int]] = None,
-                 criterion: str = "fisher", schedule: ScheduleSpec = "polynomial", scope: str = "global",
+                 criterion: str = "hybrid", schedule: ScheduleSpec = "polynomial", scope: str = "global",
                  parameters: ParameterSpec = None, threshold: Optional[float] = None,
                  log_dir: Optional[str] = None, verbose: int = 1, state_dir: Optional[str] = None,
                  keep_checkpoints: int = 2, pattern: PatternSpec = "unstructured",

@@ -3,7 +3,7 @@
 It works on any ``paddle.nn.Layer`` with any optimizer; :class:`~paddle_prune_callback.PruningCallback`
 drives it from ``paddle.Model.fit``, and a hand-written training loop drives it directly::
 
-    pruner = Pruner(net, criterion="fisher")
+    pruner = Pruner(net, criterion="hybrid")
     pruner.attach(optimizer)                 # gradient hooks: accumulate g², mask gradients
     for epoch in range(epochs):
         for x, y in loader:
@@ -67,7 +67,8 @@ class Pruner:
     Args:
         network (paddle.nn.Layer): the model to prune.
         criterion (str, optional): ``"magnitude"`` (|w|), ``"gradient"`` (mean g²), ``"fisher"``
-            (½·mean(g²)·w²) or ``"hybrid"`` (w²·sqrt(mean g²)). Default: ``"fisher"``.
+            (½·mean(g²)·w²) or ``"hybrid"`` (w²·sqrt(mean g²)). Default: ``"hybrid"``, chosen by measurement
+            (``docs/accuracy.md``).
         scope (str, optional): ``"global"`` ranks the scores of all pruned parameters together;
             ``"layer"`` prunes every parameter to the same sparsity. Default: ``"global"``.
         parameters (list[str]|callable, optional): names or fnmatch patterns of the parameters to prune,
@@ -94,7 +95,7 @@ class Pruner:
             these checks.
     """
 
-    def __init__(self, network: paddle.nn.Layer, criterion: str = "fisher", scope: str = "global",
+    def __init__(self, network: paddle.nn.Layer, criterion: str = "hybrid", scope: str = "global",
                  parameters: ParameterSpec = None, pattern: PatternSpec = "unstructured", example_inputs=None,
                  mask_dtype: str = "auto", hold_zeros: bool = False):
         self.criterion = CRITERIA[check_choice("criterion", criterion, tuple(CRITERIA))]

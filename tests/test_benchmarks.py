@@ -20,9 +20,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import report  # noqa: E402  (benchmarks/report.py, after the path is set)
 
 
-def run(script: str, out: Path) -> dict:
+def run(script: str, out: Path, *args: str) -> dict:
     env = dict(os.environ, GLOG_minloglevel="2")
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(out)],
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(out), *args],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return json.loads(out.read_text())
@@ -33,6 +33,7 @@ def results(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("benchmarks")
     for name in ("overhead", "prune_event", "accuracy"):
         run(f"{name}.py", out / f"{name}.json")
+    run("overhead.py", out / "overhead_hybrid.json", "--cases", "digits_cnn", "--criteria", "fisher", "hybrid")
     return out
 
 
@@ -75,27 +76,57 @@ def test_prune_event(results):
 
 def test_accuracy(results):
     data = load(results, "accuracy")
-    assert data["sparsities"] == [0.9, 0.98] and data["seeds"] == [0] and data["test_images"] == 360
-    assert len(data["runs"]) == 1 + 2 * 3
+    assert data["sparsities"] == [0.9, 0.98] and data["seeds"] == [0] and data["complete"]
+    assert data["criteria"] == ["magnitude", "gradient", "fisher", "hybrid"]
+    assert {t: s["test_images"] for t, s in data["tasks"].items()} == {"digits": 360, "signals": 200}
+    runs = {(r["task"], r["criterion"], r["target_sparsity"]): r for r in data["runs"]}
+    assert len(runs) == len(data["runs"]) == 2 * (1 + 2 * 4)
     for r in data["runs"]:
         assert 0 <= r["accuracy"] <= 1
         assert r["sparsity"] == pytest.approx(r["target_sparsity"], abs=1e-3)
-    assert set(data["verdicts"]) == {"0.9", "0.98"}
+        if r["criterion"] != "dense":       # per layer, measured from the weights; the global figure agrees
+            assert r["layer_sparsity"]["global"] == pytest.approx(r["sparsity"], abs=1e-6)
+            assert all(0 <= v < 1 for v in r["layer_sparsity"].values())
+    # The paired differences and the default, recomputed from the runs.
+    cells = {}
+    for task, summary in data["tasks"].items():
+        n = summary["test_images"]
+        for c in data["criteria"]:
+            for s in data["sparsities"]:
+                delta = round(n * (runs[task, c, s]["accuracy"] - runs[task, "magnitude", s]["accuracy"]))
+                paired = summary["paired_vs_magnitude"][c][str(s)]
+                assert paired["mean_delta_points"] == pytest.approx(100 * delta / n)
+                assert (paired["wins"], paired["ties"], paired["losses"]) == (int(delta > 0), int(delta == 0),
+                                                                              int(delta < 0))
+                cells.setdefault(c, []).append(100 * delta / n)
+        assert set(summary["layer_sparsity"]["hybrid"]) == {"0.98"}
+    best = max(data["criteria"], key=lambda c: sum(cells[c]))
+    expected = "magnitude" if min(cells[best]) < -0.5 else best
+    assert data["default"]["best"] == best and data["default"]["default"] == expected
     assert (results / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_overhead_of_hybrid_beside_fisher(results):
+    data = load(results, "overhead_hybrid")
+    assert set(data["cases"]) == {"digits_cnn"}
+    assert set(data["cases"]["digits_cnn"]["criteria"]) == {"fisher", "hybrid"}
 
 
 def test_report_tables_from_the_quick_results(results):
     text = report.report(results)
     assert "### Training overhead" in text and "| `digits_cnn` | fisher |" in text
     assert "| 300K (295,936 in 64) | magnitude | bool |" in text and "| 300K | fisher |" in text
-    assert "At 98%:" in text
+    assert "| hybrid | " in text and "Default, by the rule fixed before the runs" in text
+    doc = report.accuracy_report(results)
+    assert "### signals" in doc and "| `digits_cnn` |" in doc
 
 
-def test_readme_shows_the_tables_of_the_committed_results():
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index(report.BEGIN) + len(report.BEGIN)
-    assert readme[start:readme.index(report.END)].strip() == report.report().strip(), (
-        "the README's benchmark tables differ from docs/*.json: run python benchmarks/report.py --readme README.md")
+@pytest.mark.parametrize("path, make", [("README.md", report.report), ("docs/accuracy.md", report.accuracy_report)])
+def test_committed_docs_show_the_tables_of_the_committed_results(path, make):
+    text = (ROOT / path).read_text()
+    start = text.index(report.BEGIN) + len(report.BEGIN)
+    assert text[start:text.index(report.END)].strip() == make().strip(), (
+        f"the tables in {path} differ from docs/*.json: run python benchmarks/report.py --readme README.md")
 
 
 def test_sparse_size(tmp_path):

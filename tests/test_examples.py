@@ -34,9 +34,10 @@ def test_custom_loop(tmp_path):
 def test_digits_cnn_short_run(tmp_path):
     out = run("digits_cnn.py", "--epochs", "3", "--log-dir", str(tmp_path / "runs"), cwd=tmp_path)
     rows = dict((m[0], (float(m[1]), float(m[2]))) for m in re.findall(r"^(\w+)\s+([\d.]+)\s+([\d.]+)", out, re.M))
-    assert set(rows) == {"dense", "magnitude", "gradient", "fisher"}
-    assert rows["dense"][1] == 0.0 and all(rows[c][1] == 0.9 for c in ("magnitude", "gradient", "fisher"))
-    assert {p.name for p in (tmp_path / "runs").iterdir()} == {"dense", "magnitude", "gradient", "fisher"}
+    criteria = {"magnitude", "gradient", "fisher", "hybrid"}
+    assert set(rows) == {"dense", *criteria}
+    assert rows["dense"][1] == 0.0 and all(rows[c][1] == 0.9 for c in criteria)
+    assert {p.name for p in (tmp_path / "runs").iterdir()} == {"dense", *criteria}
 
 
 def test_slim_resnet_short_run(tmp_path):
