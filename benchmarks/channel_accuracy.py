@@ -69,11 +69,12 @@ def plot(data: dict, unstructured: dict | None, path: Path) -> None:
         ax.plot([100 * f for f in xs], [100 * data["curve"][c][str(f)]["mean"] for f in xs], marker=marker,
                 label=f"channel, {c}")
     if unstructured is not None:
-        for c, marker in zip(unstructured["criteria"], "osD"):
+        digits = unstructured["tasks"]["digits"]       # benchmarks/accuracy.py's digits CNN task
+        for c, marker in zip(unstructured["criteria"], "osD^"):
             xs = unstructured["sparsities"]
-            ax.plot([100 * s for s in xs], [100 * unstructured["pruned"][c][str(s)]["mean"] for s in xs],
+            ax.plot([100 * s for s in xs], [100 * digits["pruned"][c][str(s)]["mean"] for s in xs],
                     marker=marker, linestyle=":", alpha=0.6, label=f"unstructured, {c}")
-        ax.axhline(100 * unstructured["dense"]["mean"], color="0.45", linewidth=1, linestyle="--", label="dense")
+        ax.axhline(100 * digits["dense"]["mean"], color="0.45", linewidth=1, linestyle="--", label="dense")
     ax.set_xlabel("% of channels removed (channel) / % of weights removed (unstructured)")
     ax.set_ylabel("eval accuracy (%)")
     ax.set_title(f"digits CNN, mean of {len(data['seeds'])} seeds")
