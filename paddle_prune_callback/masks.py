@@ -11,6 +11,8 @@ parameters (Paddle's CPU build has no float16 ``multiply`` kernel).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import paddle
 
@@ -23,9 +25,19 @@ _HOST_VIEWABLE = (paddle.bool, paddle.float16, paddle.float32, paddle.float64)
 HOST_VIEWS_ON_CPU = True
 
 
+@functools.lru_cache(maxsize=None)
+def _viewable(dtype) -> bool:
+    """Whether this numpy and Paddle exchange ``dtype`` through DLPack (older numpy lacks bool)."""
+    try:
+        np.from_dlpack(paddle.zeros([2], dtype=dtype))
+    except Exception:  # noqa: BLE001 - any failure means: use the device path for this dtype
+        return False
+    return True
+
+
 def host_view(t: paddle.Tensor):
     """A zero-copy numpy view of a CPU tensor's memory, or None where the device path must run."""
-    if HOST_VIEWS_ON_CPU and t.place.is_cpu_place() and t.dtype in _HOST_VIEWABLE:
+    if HOST_VIEWS_ON_CPU and t.place.is_cpu_place() and t.dtype in _HOST_VIEWABLE and _viewable(t.dtype):
         return np.from_dlpack(t.detach())
     return None
 

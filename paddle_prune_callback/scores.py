@@ -78,7 +78,8 @@ class ScoreSource:
             mask = self._masks.get(name)
             s_view, w_view = host_view(s), host_view(w)
             pruned_view = None if mask is None else mask.pruned_view()
-            if s_view is not None and w_view is not None and (mask is None or pruned_view is not None):
+            writable = s_view is not None and s_view.flags.writeable   # numpy < 1.25 views are read-only
+            if writable and w_view is not None and (mask is None or pruned_view is not None):
                 dead = w_view == 0                     # on CPU: in place, through zero-copy views
                 if pruned_view is not None:
                     dead |= pruned_view
