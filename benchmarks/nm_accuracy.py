@@ -2,7 +2,7 @@
 
     GLOG_minloglevel=2 python benchmarks/nm_accuracy.py [--seeds 0 1 2] [--epochs 20] [--quick]
                                                          [--out docs/nm_accuracy.json]
-    python benchmarks/nm_accuracy.py --table          # the markdown table of the committed results
+    python benchmarks/nm_accuracy.py --table          # the committed results as docs/nm_sparsity.md shows them
 
 Every run trains ``DigitsCNN`` of ``examples/digits_cnn.py`` on the same split with the same recipe (Adam
 1e-3, batch 64, ``--epochs`` epochs, seeded):

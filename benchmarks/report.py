@@ -1,7 +1,7 @@
 """Markdown tables of the benchmark results, from the JSON files the benchmarks write into docs/.
 
-    python benchmarks/report.py                  # print the tables
-    python benchmarks/report.py --readme README.md  # replace the generated blocks in the README and docs/accuracy.md
+    python benchmarks/report.py          # print the tables
+    python benchmarks/report.py --write  # replace the generated blocks in docs/benchmarks.md and docs/accuracy.md
 
 Nothing here is typed by hand: every figure comes from docs/overhead.json, docs/prune_event.json,
 docs/accuracy.json and docs/overhead_hybrid.json. The targets are the ones the benchmarks were asked to meet.
@@ -127,8 +127,8 @@ def accuracy_goals(data: dict) -> list[str]:
     return lines
 
 
-def accuracy_summary(data: dict, tables: str = "docs/accuracy.md") -> list[str]:
-    """The README's short accuracy section: paired means per task and sparsity, the default, the goals."""
+def accuracy_summary(data: dict, tables: str = "accuracy.md") -> list[str]:
+    """docs/benchmarks.md's short accuracy section: paired means per task and sparsity, the default, the goals."""
     sparsities, tasks, choice = [str(s) for s in data["sparsities"]], data["tasks"], data["default"]
     head = " | ".join(f"{t} {100 * float(s):g}%" for t in tasks for s in sparsities)
     lines = [f"Mean paired difference from magnitude, in points ({len(data['seeds'])} seeds, the same seed's "
@@ -214,6 +214,7 @@ def accuracy_report(docs: Path = DOCS) -> str:
 
 
 def report(docs: Path = DOCS) -> str:
+    """The generated part of docs/benchmarks.md."""
     files = {name: json.loads((Path(docs) / f"{name}.json").read_text())
              for name in ("overhead", "prune_event", "accuracy")}
     lines = ["Machines and dates, from the result files:", ""]
@@ -226,6 +227,8 @@ def report(docs: Path = DOCS) -> str:
 
 def replace_block(path: Path, text: str) -> None:
     content = path.read_text()
+    if BEGIN not in content or END not in content:
+        raise SystemExit(f"{path} has no block between the markers {BEGIN!r} and {END!r}")
     start, end = content.index(BEGIN) + len(BEGIN), content.index(END)
     path.write_text(content[:start] + "\n" + text + content[end:])
     print(f"updated {path}")
@@ -233,14 +236,15 @@ def replace_block(path: Path, text: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--readme", help="replace the generated block between the markers in this file")
-    parser.add_argument("--docs", default=str(DOCS), help="where the JSON files are (default: docs/)")
+    parser.add_argument("--write", action="store_true",
+                        help="replace the generated blocks in benchmarks.md and accuracy.md next to the JSON files")
+    parser.add_argument("--docs", default=str(DOCS), help="where the JSON files and the pages are (default: docs/)")
     args = parser.parse_args()
     text = report(Path(args.docs))
-    if not args.readme:
+    if not args.write:
         print(text + "\n" + accuracy_report(Path(args.docs)), end="")
         return
-    replace_block(Path(args.readme), text)
+    replace_block(Path(args.docs) / "benchmarks.md", text)
     replace_block(Path(args.docs) / "accuracy.md", accuracy_report(Path(args.docs)))
 
 

@@ -1,7 +1,7 @@
 """Sparse checkpoint size and speed against ``paddle.save``, on ResNet-18 (11.7M weights).
 
     GLOG_minloglevel=2 python benchmarks/sparse_size.py [--repeats 3] [--quick] [--out docs/sparse_size.json]
-    python benchmarks/sparse_size.py --table         # the markdown table of the committed results
+    python benchmarks/sparse_size.py --table         # the committed results as docs/sparse_checkpoints.md shows them
 
 Each case prunes a fresh, seeded ``paddle.vision.models.resnet18()`` (ImageNet head): unstructured
 magnitude pruning with :class:`Pruner` at 50/80/90/95 % of its conv and fc weights (global scope), or

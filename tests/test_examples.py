@@ -49,7 +49,7 @@ def test_slim_resnet_short_run(tmp_path):
 
 
 def test_readme_console_table_is_a_fresh_run_of_the_example(tmp_path):
-    """The console summary shown under "Monitoring in VisualDL" is what the example's fisher run prints."""
+    """The console summary shown under "Install and run" is what the example's fisher run prints."""
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from digits_cnn import train; "
             "train('fisher', 0.9, verbose=1)")
     done = subprocess.run([sys.executable, "-c", code, str(ROOT / "examples")], cwd=tmp_path, capture_output=True,
