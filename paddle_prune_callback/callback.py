@@ -11,7 +11,8 @@ import numpy as np
 import paddle
 
 from ._validation import check_bool, check_choice, check_epochs, check_fraction, check_threshold, check_verbose
-from .checkpoint import MODEL_PREFIX, STATE_FILE, latest_checkpoint, load_state, save_checkpoint
+from .checkpoint import (MODEL_PREFIX, STATE_FILE, latest_checkpoint, load_state, rename_optimizer_state,
+                         save_checkpoint)
 from .criteria import CRITERIA
 from .engine import SCOPES, Pruner, require_dynamic_mode
 from .fit_plan import FitPlan, hapi_fit_plan
@@ -410,7 +411,7 @@ class PruningCallback(paddle.callbacks.Callback):
         prefix = os.path.join(path, MODEL_PREFIX)
         model.load(prefix, reset_optimizer=True)
         if model._optimizer is not None and os.path.isfile(prefix + ".pdopt"):
-            model._optimizer.set_state_dict(_rename_optimizer_state(paddle.load(prefix + ".pdopt"), state, model))
+            model._optimizer.set_state_dict(rename_optimizer_state(paddle.load(prefix + ".pdopt"), state, model))
         cb.pruner.set_state_dict(state)
         return cb
 
@@ -478,28 +479,3 @@ def _few(indices: Sequence[int], shown: int = 8) -> str:
     if len(indices) <= shown:
         return str(indices)
     return f"[{', '.join(map(str, indices[:shown]))}, ... ({len(indices)} in all)]"
-
-
-def _rename_optimizer_state(opt_state: Dict[str, object], state: Dict[str, np.ndarray], model) -> Dict[str, object]:
-    """Map optimizer state saved under the generated parameter names of the saving process (``linear_0.w_0``)
-    onto this network's names (``linear_8.w_0`` after a rebuild in the same process)."""
-    current = {n: p.name for n, p in model.network.named_parameters()}
-    renames = {str(v): current[k.partition("/")[2]] for k, v in state.items()
-               if k.startswith("param_name/") and k.partition("/")[2] in current}
-    renames = {old: new for old, new in renames.items() if old != new}
-    if not renames:
-        return opt_state
-    by_length = sorted(renames, key=len, reverse=True)   # linear_10.w_0 before linear_1.w_0
-
-    def rename(key: str) -> str:
-        for old in by_length:
-            if key == old or key.startswith(old + "_"):
-                return renames[old] + key[len(old):]
-        return key
-
-    out = {}
-    for key, value in opt_state.items():
-        if key == "master_weights" and isinstance(value, dict):
-            value = {rename(k): v for k, v in value.items()}
-        out[rename(key)] = value
-    return out

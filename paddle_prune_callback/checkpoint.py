@@ -101,3 +101,28 @@ def load_state(path: str) -> Dict[str, np.ndarray]:
     if version != FORMAT_VERSION:
         raise ValueError(f"pruning state file {path!r} has format version {version}, expected {FORMAT_VERSION}.")
     return state
+
+
+def rename_optimizer_state(opt_state: Dict[str, object], state: Dict[str, np.ndarray], model) -> Dict[str, object]:
+    """Map optimizer state saved under the generated parameter names of the saving process (``linear_0.w_0``)
+    onto this network's names (``linear_8.w_0`` after a rebuild in the same process)."""
+    current = {n: p.name for n, p in model.network.named_parameters()}
+    renames = {str(v): current[k.partition("/")[2]] for k, v in state.items()
+               if k.startswith("param_name/") and k.partition("/")[2] in current}
+    renames = {old: new for old, new in renames.items() if old != new}
+    if not renames:
+        return opt_state
+    by_length = sorted(renames, key=len, reverse=True)   # linear_10.w_0 before linear_1.w_0
+
+    def rename(key: str) -> str:
+        for old in by_length:
+            if key == old or key.startswith(old + "_"):
+                return renames[old] + key[len(old):]
+        return key
+
+    out = {}
+    for key, value in opt_state.items():
+        if key == "master_weights" and isinstance(value, dict):
+            value = {rename(k): v for k, v in value.items()}
+        out[rename(key)] = value
+    return out

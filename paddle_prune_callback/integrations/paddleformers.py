@@ -25,7 +25,7 @@ try:
     from paddleformers.trainer import TrainerCallback
 except ImportError as err:  # pragma: no cover - exercised only without paddleformers installed
     raise ImportError("paddle_prune_callback.integrations.paddleformers needs PaddleFormers: "
-                      "`pip install paddle-prune-callback[paddleformers]` (see README, PaddleFormers).") from err
+                      "`pip install paddle-prune-callback[paddleformers]` (see docs/paddleformers.md).") from err
 
 from ..callback import PruningCallback
 from ..checkpoint import STATE_FILE, load_state, save_state_file
