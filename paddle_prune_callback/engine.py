@@ -46,7 +46,7 @@ import paddle
 from ._validation import check_bool, check_choice, check_fraction, check_threshold
 from .accumulate import SquaredGradients
 from .criteria import CRITERIA
-from .masks import MASK_DTYPES, Mask, count_nonzero, resolve_mask_dtype
+from .masks import MASK_DTYPES, Mask, UndoPositions, all_finite, count_nonzero, newly_pruned, resolve_mask_dtype
 from .parameters import ParameterSpec, check_parameter_spec, resolve_parameters
 from .patterns import PatternSpec, check_pattern
 from .scores import ScoreSource, nonzero
@@ -269,7 +269,7 @@ class Pruner:
         with paddle.no_grad():
             for n, p in self.parameters.items():
                 for what, t in (("weights", p), ("mean squared gradients", sq_grads.get(n))):
-                    if t is not None and not bool(paddle.isfinite(t).all()):
+                    if t is not None and not all_finite(t):
                         raise FloatingPointError(f"parameter {n!r} has non-finite {what}; training has diverged, "
                                                  f"nothing was pruned.")
         scores = ScoreSource(self.criterion, self.parameters, self._masks, sq_grads, count)
@@ -293,39 +293,40 @@ class Pruner:
 
     def _apply(self, new_keeps: Dict[str, paddle.Tensor]) -> None:
         """AND each keep-mask with the parameter's old one and apply those that prune something new: to
-        the weights, the optimizer state and the masks, all of them or, if an update fails, none (the old
-        values of the newly pruned positions are restored, and the old masks rebuilt from the new ones).
-        Consumes ``new_keeps``. Until the event completes it holds the old values of the newly pruned
-        positions (of the weights and their optimizer state): the price of an all-or-nothing prune."""
-        undo, changed = [], []   # (tensor, newly pruned, their old values); (name, had a mask, newly pruned)
+        the weights, the optimizer state and the masks, one parameter at a time, all of them or, if an
+        update fails, none (the old values of the newly pruned positions are restored, and the old masks
+        rebuilt from the new ones). Consumes ``new_keeps``. Until the event completes it holds the old
+        values of the newly pruned positions (of the weights and their optimizer state) and, for a
+        parameter that had a mask, those positions as bools: the price of an all-or-nothing prune. On CPU
+        all of it runs in numpy on zero-copy views of the tensors."""
+        undo, changed = [], []   # (UndoPositions, tensor index, old values); (name, had a mask, newly pruned)
         with paddle.no_grad():
             try:
                 for name in list(new_keeps):
                     keep = new_keeps.pop(name)    # each keep-mask is freed once its Mask is built
                     old = self._masks.get(name)
-                    newly = paddle.logical_not(keep)
-                    if old is not None:
-                        old_keep = old.keep()
-                        newly = paddle.logical_and(newly, old_keep)
-                        keep = paddle.logical_and(keep, old_keep)
-                        del old_keep
-                    if not bool(newly.any()):
+                    keep, newly = newly_pruned(keep, old)   # `keep` ANDed with the old keep-mask
+                    if newly is False:
                         continue
                     p = self.parameters[name]
-                    mask = Mask(keep, resolve_mask_dtype(self.mask_dtype, p), p.dtype)
+                    mask = Mask.from_keep_(keep, resolve_mask_dtype(self.mask_dtype, p), p.dtype)
                     del keep
-                    for t in [p] + self._optimizer_state(p):
-                        undo.append((t, newly, paddle.masked_select(t, newly)))
-                        mask_in_place(mask, t)
                     changed.append((name, old is not None, newly))
                     self._masks[name] = mask
+                    # A first mask's newly pruned positions are all it prunes: not held twice.
+                    positions = UndoPositions(newly, mask, [p] + self._optimizer_state(p))
+                    for i, t in enumerate(positions.tensors):
+                        undo.append((positions, i, positions.take(i)))
+                        mask_in_place(mask, t)
             except BaseException:
-                for t, newly, values in reversed(undo):
-                    paddle.assign(paddle.masked_scatter(t, newly, values), output=t)
+                for positions, i, values in reversed(undo):
+                    positions.put(i, values)
                 for name, had_mask, newly in changed:
                     mask = self._masks.pop(name)
                     if had_mask:
                         p = self.parameters[name]
+                        if isinstance(newly, np.ndarray):
+                            newly = paddle.to_tensor(newly.reshape(p.shape), place=p.place)
                         self._masks[name] = Mask(paddle.logical_or(mask.keep(), newly), mask.kind, p.dtype)
                 raise
         for name, _, _ in changed:

@@ -12,6 +12,7 @@ parameters (Paddle's CPU build has no float16 ``multiply`` kernel).
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import numpy as np
 import paddle
@@ -51,6 +52,14 @@ def count_nonzero(t: paddle.Tensor) -> int:
     return int(paddle.count_nonzero(t))
 
 
+def all_finite(t: paddle.Tensor) -> bool:
+    """Whether every entry is finite, on the tensor's device (on CPU, on a zero-copy view)."""
+    view = host_view(t)
+    if view is not None:
+        return bool(np.isfinite(view).all())
+    return bool(paddle.isfinite(t).all())
+
+
 def resolve_mask_dtype(mask_dtype: str, param: paddle.Tensor) -> str:
     if mask_dtype != "auto":
         return mask_dtype
@@ -65,6 +74,18 @@ class Mask:
         self.kind = kind
         with paddle.no_grad():
             self._data = keep.astype(dtype) if kind == "float" else paddle.logical_not(keep)
+
+    @classmethod
+    def from_keep_(cls, keep: paddle.Tensor, kind: str, dtype) -> "Mask":
+        """A mask from a bool keep-mask that it may overwrite: on CPU a ``"bool"`` mask inverts it in place
+        and holds it, instead of allocating a new tensor."""
+        view = host_view(keep) if kind == "bool" else None
+        if view is None or not view.flags.writeable:
+            return cls(keep, kind, dtype)
+        np.logical_not(view, out=view)
+        mask = cls.__new__(cls)
+        mask.kind, mask._data = kind, keep
+        return mask
 
     def keep(self) -> paddle.Tensor:
         """The keep-mask as bool, in the parameter's shape, computed on demand (not held)."""
@@ -112,3 +133,70 @@ class Mask:
     @property
     def nbytes(self) -> int:
         return int(self._data.size) * self._data.element_size()
+
+
+def newly_pruned(keep: paddle.Tensor, old: Optional[Mask]) -> tuple:
+    """``(keep AND old's keep-mask, the positions newly pruned)`` for a new keep-mask of a parameter whose
+    current mask is ``old`` (None: nothing pruned yet). On CPU ``keep`` is ANDed in place and the positions
+    are a flat numpy bool array; elsewhere a bool tensor in the parameter's shape. The positions are None
+    when ``old`` is None (they are then all that the new mask prunes), and False when nothing is new."""
+    view = host_view(keep)
+    old_pruned = None if old is None else old.pruned_view()
+    with paddle.no_grad():
+        if view is not None and view.flags.writeable and (old is None or old_pruned is not None):
+            view = view.reshape(-1)
+            if old is None:
+                return keep, (False if view.all() else None)
+            old_pruned = old_pruned.reshape(-1)
+            newly = np.logical_or(view, old_pruned)
+            np.logical_not(newly, out=newly)
+            if not newly.any():
+                return keep, False
+            np.greater(view, old_pruned, out=view)        # keep AND NOT old-pruned, in the tensor's memory
+            return keep, newly
+        newly = paddle.logical_not(keep)
+        if old is not None:
+            old_keep = old.keep()
+            newly = paddle.logical_and(newly, old_keep)
+            keep = paddle.logical_and(keep, old_keep)
+        if not bool(newly.any()):
+            return keep, False
+        return keep, (None if old is None else newly)
+
+
+class UndoPositions:
+    """Where a prune event changes one parameter and its optimizer state (``tensors``): takes the old values
+    there before each in-place update, and puts them back if the event fails. ``newly`` is what
+    :func:`newly_pruned` returned (None: every position ``mask`` prunes). On CPU it works in numpy on
+    zero-copy views; elsewhere with ``masked_select``/``masked_scatter``."""
+
+    def __init__(self, newly, mask: Mask, tensors: list):
+        self.tensors, self._mask = tensors, mask
+        views = [host_view(t) for t in tensors]
+        host = (all(v is not None and v.flags.writeable for v in views)
+                and (isinstance(newly, np.ndarray) or (newly is None and host_view(mask._data) is not None)))
+        if not host and isinstance(newly, np.ndarray):
+            newly = paddle.to_tensor(newly.reshape(tensors[0].shape), place=tensors[0].place)
+        self._newly = newly
+        self._views = [v.reshape(-1) for v in views] if host else None
+
+    def _positions(self):
+        if self._newly is not None:
+            return self._newly
+        return self._mask.pruned_view().reshape(-1) if self._views is not None else self._mask.pruned()
+
+    def take(self, i: int):
+        """The old values of tensor ``i`` at the positions (numpy on CPU, a tensor elsewhere)."""
+        if self._views is not None:
+            return self._views[i][self._positions()]
+        with paddle.no_grad():
+            return paddle.masked_select(self.tensors[i], self._positions())
+
+    def put(self, i: int, values) -> None:
+        """Write ``values`` (from :meth:`take`) back into tensor ``i``, in place."""
+        if self._views is not None:
+            self._views[i][self._positions()] = values
+            return
+        t = self.tensors[i]
+        with paddle.no_grad():
+            paddle.assign(paddle.masked_scatter(t, self._positions(), values), output=t)

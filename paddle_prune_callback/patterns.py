@@ -158,7 +158,11 @@ class Unstructured(Pattern):
     def _scores_fn(scores: ScoreSource, name: str, on_host: bool) -> Callable[[], Union[np.ndarray, paddle.Tensor]]:
         def fn():
             s = scores.scores(name).flatten()
-            s[int(paddle.argmax(s))] = np.inf      # the best weight of every parameter is always kept
+            view = np.from_dlpack(s) if on_host else None
+            if view is not None and view.flags.writeable:   # numpy < 1.25 views are read-only
+                view[np.argmax(view)] = np.inf     # the best weight of every parameter is always kept
+            else:
+                s[int(paddle.argmax(s))] = np.inf
             return _host(s) if on_host else s
         return fn
 

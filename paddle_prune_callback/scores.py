@@ -73,19 +73,44 @@ class ScoreSource:
         """The parameter's scores: a new float32 tensor in its shape, on its device; already-pruned and
         exactly-zero weights score :data:`PRUNED_SCORE`."""
         with paddle.no_grad():
-            w = self.parameters[name].astype("float32")
-            s = self.criterion.score(w, self._mean_g2(self._sq_grads.get(name)))
-            mask = self._masks.get(name)
+            p, mask = self.parameters[name], self._masks.get(name)
+            g2 = self._mean_g2(self._sq_grads.get(name))
+            s = self._host_scores(p, g2, mask) if p.dtype == paddle.float32 else None
+            if s is not None:
+                return s
+            w = p.astype("float32")
+            s = self.criterion.score(w, g2)
             s_view, w_view = host_view(s), host_view(w)
             pruned_view = None if mask is None else mask.pruned_view()
             writable = s_view is not None and s_view.flags.writeable   # numpy < 1.25 views are read-only
             if writable and w_view is not None and (mask is None or pruned_view is not None):
-                dead = w_view == 0                     # on CPU: in place, through zero-copy views
-                if pruned_view is not None:
-                    dead |= pruned_view
-                np.putmask(s_view, dead, PRUNED_SCORE)
+                self._mark_pruned_host(s_view, w_view, pruned_view)
                 return s
             return self._mark_pruned(s, w, None if mask is None else mask.pruned())
+
+    def _host_scores(self, p: paddle.Tensor, g2: Optional[paddle.Tensor], mask: Optional[Mask]):
+        """On CPU, the scores computed in numpy on zero-copy views, into a new tensor; None elsewhere."""
+        if self.criterion.host_score is None:
+            return None
+        w_view = host_view(p)
+        g2_view = None if g2 is None else host_view(g2)
+        pruned_view = None if mask is None else mask.pruned_view()
+        if w_view is None or (g2 is not None and g2_view is None) or (mask is not None and pruned_view is None):
+            return None
+        s = paddle.empty(p.shape, dtype="float32")
+        s_view = host_view(s)
+        if s_view is None or not s_view.flags.writeable:
+            return None
+        self.criterion.host_score(w_view, g2_view, s_view)
+        self._mark_pruned_host(s_view, w_view, pruned_view)
+        return s
+
+    @staticmethod
+    def _mark_pruned_host(s_view: np.ndarray, w_view: np.ndarray, pruned_view) -> None:
+        dead = w_view == 0                             # in place, through zero-copy views
+        if pruned_view is not None:
+            dead |= pruned_view
+        np.putmask(s_view, dead, PRUNED_SCORE)
 
     @staticmethod
     def _mark_pruned(s: paddle.Tensor, w: paddle.Tensor, pruned: Optional[paddle.Tensor]) -> paddle.Tensor:
