@@ -37,14 +37,20 @@ WORKER = textwrap.dedent("""
         pruner.step()
         net.clear_gradients()
     batch()
+    gc.collect()
+    reset_peak()
     pruner.prune(sparsity=0.5)
+    first_peak = status("VmHWM")
+    gc.collect()
+    first_after = status("VmRSS")
     batch()
     gc.collect()
     before = status("VmRSS")
     reset_peak()
     pruner.prune(sparsity=0.55)
     peak = status("VmHWM")
-    print(json.dumps({"transient": (peak - before) / param_bytes, "param_bytes": param_bytes}))
+    print(json.dumps({"transient": (peak - before) / param_bytes, "param_bytes": param_bytes,
+                      "first_transient": (first_peak - first_after) / param_bytes}))
 """)
 
 
@@ -62,3 +68,8 @@ def test_a_prune_event_never_holds_all_scores(criterion):
     # (64 parameters: 1/64 = 0.016x each), the candidates near the cut, and the old values of the 5 % newly
     # pruned weights until the event has completed (0.05x).
     assert result["transient"] < 0.5, result
+    # The first event (0 -> 0.5) holds, beyond the masks it leaves, the old values of the 50 % newly
+    # pruned weights until it has completed (0.5x; an atomic prune) and one parameter's temporaries: the
+    # newly pruned positions are not held a second time beside a first mask (measured 0.49-0.50x; the
+    # engine that held them measured 0.76-0.78x).
+    assert result["first_transient"] < 0.62, result
