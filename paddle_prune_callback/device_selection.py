@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import paddle
 
-from .selection import SAMPLE_SIZE
+from .selection import SAMPLE_SIZE, bracket_indices
 
 DeviceScoreFn = Callable[[], paddle.Tensor]
 DeviceSampleFn = Callable[[np.ndarray], paddle.Tensor]
@@ -87,9 +87,7 @@ def _bracket(samplers, sizes, k, total, sample_size, seed) -> tuple[float, float
         parts.append(sample(rng.integers(0, n, size=m)).astype("float32"))
     sample = paddle.sort(paddle.concat(parts))
     m = int(sample.shape[0])
-    q = k / total
-    margin = 6.0 * math.sqrt(m * q * (1.0 - q)) + 8
-    lo_i, hi_i = math.floor(q * m - margin), math.ceil(q * m + margin)
+    lo_i, hi_i = bracket_indices(m, k, total)
     lo = float(sample[lo_i]) if lo_i >= 0 else -math.inf
     hi = float(sample[hi_i]) if hi_i < m else math.inf
     return lo, hi

@@ -90,13 +90,19 @@ def _bracket(samplers, sizes, k, total, sample_size, seed) -> tuple[float, float
         parts.append(sample(rng.integers(0, n, size=m)))
     sample = np.sort(np.concatenate(parts))
     m = sample.size
-    q = k / total
-    # 6 standard deviations of a sample quantile either side, plus a little for small samples.
-    margin = 6.0 * math.sqrt(m * q * (1.0 - q)) + 8
-    lo_i, hi_i = math.floor(q * m - margin), math.ceil(q * m + margin)
+    lo_i, hi_i = bracket_indices(m, k, total)
     lo = float(sample[lo_i]) if lo_i >= 0 else -math.inf
     hi = float(sample[hi_i]) if hi_i < m else math.inf
     return lo, hi
+
+
+def bracket_indices(m: int, k: int, total: int) -> tuple[int, int]:
+    """Positions in a sorted sample of ``m`` scores that bracket the ``k``-th smallest of ``total``:
+    6 standard deviations of a sample quantile either side, plus a little for small samples. Positions
+    outside ``[0, m)`` mean an open end."""
+    q = k / total
+    margin = 6.0 * math.sqrt(m * q * (1.0 - q)) + 8
+    return math.floor(q * m - margin), math.ceil(q * m + margin)
 
 
 def _count_and_collect(score_fns, lo: float, hi: float) -> tuple[int, int, np.ndarray, int]:
