@@ -25,7 +25,7 @@ import common  # first: puts examples/ on sys.path
 import matplotlib
 import numpy as np
 import paddle
-from digits_cnn import DigitsCNN, digits_datasets
+from digits_cnn import digits_model
 
 from paddle_prune_callback import PruningCallback
 from paddle_prune_callback.channel_pattern import Channel
@@ -41,13 +41,7 @@ RULES = (("group", False), ("group", True), ("producer", False), ("producer", Tr
 
 def train(criterion: str, fraction: float, seed: int, epochs: int, score: str = "group",
           normalize: bool = False) -> dict:
-    paddle.seed(seed)
-    np.random.seed(seed)
-    train_data, eval_data = digits_datasets()
-    net = DigitsCNN()
-    model = paddle.Model(net)
-    model.prepare(paddle.optimizer.Adam(learning_rate=1e-3, parameters=net.parameters()),
-                  paddle.nn.CrossEntropyLoss(), paddle.metric.Accuracy())
+    net, model, train_data, eval_data = digits_model(seed)
     cb = PruningCallback(target_sparsity=fraction, prune_epochs=list(range(1, int(0.6 * epochs) + 1)),
                          criterion=criterion, pattern=Channel(score=score, normalize=normalize), verbose=0)
     model.fit(train_data, epochs=epochs, batch_size=64, shuffle=True, callbacks=[cb], verbose=0)

@@ -35,7 +35,7 @@ import paddle
 from paddle.incubate import asp
 
 sys.path.insert(0, str(common.ROOT))
-from digits_cnn import DigitsCNN, digits_datasets  # noqa: E402
+from digits_cnn import digits_datasets, digits_model  # noqa: E402
 from paddle_prune_callback import PruningCallback  # noqa: E402
 
 RUNS = ("dense", "magnitude", "fisher", "asp_late", "asp_early")
@@ -76,13 +76,7 @@ def pruned_weights(net: paddle.nn.Layer) -> dict:
 
 
 def run(kind: str, epochs: int, seed: int) -> dict:
-    paddle.seed(seed)
-    np.random.seed(seed)
-    train_data, eval_data = digits_datasets()
-    net = DigitsCNN()
-    model = paddle.Model(net)
-    model.prepare(paddle.optimizer.Adam(learning_rate=1e-3, parameters=net.parameters()),
-                  paddle.nn.CrossEntropyLoss(), paddle.metric.Accuracy())
+    net, model, train_data, eval_data = digits_model(seed)
     last = int(0.6 * epochs)
     callbacks = {"dense": [], "asp_late": [OneShotASP(last)], "asp_early": [OneShotASP(1)]}.get(kind)
     if callbacks is None:
