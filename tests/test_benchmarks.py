@@ -5,6 +5,7 @@ No timing is asserted: these only keep the scripts working.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -141,16 +142,16 @@ def test_sparse_size(tmp_path):
     assert 0 < rows["2:4"]["fp16_max_abs_error"] < 1e-2
 
 
-def test_docs_show_the_sparse_size_table_of_the_committed_results():
-    import sparse_size
-
-    table = sparse_size.table(json.loads((ROOT / "docs" / "sparse_size.json").read_text()))
-    for page in ("docs/sparse_checkpoints.md",):
-        text = (ROOT / page).read_text()
-        start = text.index(sparse_size.BEGIN) + len(sparse_size.BEGIN)
-        assert text[start:text.index(sparse_size.END)].strip() == table, (
-            f"{page}'s sparse checkpoint table differs from docs/sparse_size.json: paste "
-            f"`python benchmarks/sparse_size.py --table`")
+@pytest.mark.parametrize("script, page, what", [("sparse_size", "docs/sparse_checkpoints.md", "sparse checkpoint"),
+                                                 ("nm_accuracy", "docs/nm_sparsity.md", "2:4 accuracy")])
+def test_docs_show_the_table_of_the_committed_results(script, page, what):
+    module = importlib.import_module(script)
+    table = module.table(json.loads((ROOT / "docs" / f"{script}.json").read_text()))
+    text = (ROOT / page).read_text()
+    start = text.index(module.BEGIN) + len(module.BEGIN)
+    assert text[start:text.index(module.END)].strip() == table, (
+        f"{page}'s {what} table differs from docs/{script}.json: paste "
+        f"`python benchmarks/{script}.py --table`")
 
 
 def test_nm_accuracy(tmp_path):
@@ -161,18 +162,6 @@ def test_nm_accuracy(tmp_path):
         assert 0 <= r["accuracy"] <= 1
         if r["run"] != "dense":
             assert r["asp_check_sparsity"] and r["sparsity_of_2_4_weights"] == pytest.approx(0.5, abs=1e-3)
-
-
-def test_docs_show_the_nm_accuracy_table_of_the_committed_results():
-    import nm_accuracy
-
-    table = nm_accuracy.table(json.loads((ROOT / "docs" / "nm_accuracy.json").read_text()))
-    for page in ("docs/nm_sparsity.md",):
-        text = (ROOT / page).read_text()
-        start = text.index(nm_accuracy.BEGIN) + len(nm_accuracy.BEGIN)
-        assert text[start:text.index(nm_accuracy.END)].strip() == table, (
-            f"{page}'s 2:4 accuracy table differs from docs/nm_accuracy.json: paste "
-            f"`python benchmarks/nm_accuracy.py --table`")
 
 
 def test_channel_latency(tmp_path):
